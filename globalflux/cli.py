@@ -1,0 +1,165 @@
+"""The ``globalflux`` command. It only parses arguments and calls library functions.
+
+Exit codes: 0 success, 2 bad input (recipe, file, value: any :class:`GlobalfluxError`, or a
+usage error), 1 internal error. A bad input prints one line naming the input and the fix;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .errors import GlobalfluxError
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a recipe into an output folder")
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<recipe name>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
+                   help="override a recipe key, e.g. --set forest.n_estimators=50 (repeatable)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--resume", action="store_true", help="finish what is missing in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="check a recipe and print it resolved")
+    p.add_argument("recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+
+
+def _add_sites(sub) -> None:
+    p = sub.add_parser("sites", help="ingest site observations into canonical Parquet tables")
+    s = p.add_subparsers(dest="source", required=True)
+    c = s.add_parser("cosore", help="a COSORE tree (folder holding datasets/)")
+    c.add_argument("path")
+    c.add_argument("--out", required=True, help="output Parquet file of the long site table")
+    c.add_argument("--variable", choices=["Rs", "Rh", "all"], default="all")
+    c.add_argument("--aggregation", choices=["raw", "daily", "8day"], default="daily")
+    c.add_argument("--min-year", type=int, default=None)
+    r = s.add_parser("srdb", help="an SRDB folder or srdb-data.csv")
+    r.add_argument("path")
+    r.add_argument("--out", required=True)
+    r.add_argument("--min-midyear", type=float, default=None)
+
+
+def _add_query(sub) -> None:
+    p = sub.add_parser("query", help="cut a regional subset out of a map store")
+    p.add_argument("store", help="a Zarr map store written by globalflux run")
+    p.add_argument("--bbox", default=None, metavar="W,S,E,N")
+    p.add_argument("--point", default=None, metavar="LON,LAT")
+    p.add_argument("--zone", type=int, default=None)
+    p.add_argument("--time", default=None, metavar="START[/END]")
+    p.add_argument("--var", default=None, metavar="NAME")
+    p.add_argument("--out", required=True, help=".nc, .csv, .tif or .png")
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="chunk throughput benchmarks; prints a table")
+    p.add_argument("--quick", action="store_true", help="small sizes, a few seconds per row")
+    p.add_argument("--out", default=None, help="also write the table (CSV) and its context (JSON)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="globalflux",
+        description="Soil respiration from sparse sites to global maps (zoned RF and global LSTM).",
+    )
+    parser.add_argument("--version", action="version", version=f"globalflux {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_validate(sub)
+    _add_sites(sub)
+    _add_query(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from .pipeline import run_recipe, validate
+
+    recipe = validate(args.recipe, args.overrides)
+    out = args.out or f"runs/{recipe.name}"
+    run_recipe(recipe, out, scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite)
+    print(f"globalflux: run folder {out} (report: {out}/report.md)")
+    return 0
+
+
+def _cmd_validate(args) -> int:
+    from .pipeline import validate
+    from .recipe import dump_recipe
+
+    recipe = validate(args.recipe, args.overrides)
+    sys.stdout.write(dump_recipe(recipe))
+    print(f"# {args.recipe}: valid ({recipe.workflow})", file=sys.stderr)
+    return 0
+
+
+def _cmd_sites(args) -> int:
+    from .workflows.sites_cli import main as sites_main
+
+    return sites_main(args)
+
+
+def _cmd_query(args) -> int:
+    from .query import cli_main
+
+    return cli_main(args)
+
+
+def _cmd_bench(args) -> int:
+    from .bench import cli_main
+
+    return cli_main(args)
+
+
+_COMMANDS = {
+    "run": _cmd_run,
+    "validate": _cmd_validate,
+    "sites": _cmd_sites,
+    "query": _cmd_query,
+    "bench": _cmd_bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("globalflux").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        return _COMMANDS[args.command](args)
+    except GlobalfluxError as exc:
+        if args.debug:
+            raise
+        print(f"globalflux: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("globalflux: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal error
+        if args.debug:
+            raise
+        print(f"globalflux: internal error: {exc.__class__.__name__}: {exc} "
+              "(run with --debug for the traceback and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

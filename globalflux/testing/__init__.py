@@ -1,0 +1,1 @@
+"""Public testing helpers: the seeded synthetic world and small fixtures."""
