@@ -1,21 +1,71 @@
-"""Apply fitted models to every pixel of a chunked cube, lazily.
+"""Apply fitted models to every pixel of a chunked cube, lazily, and write maps block by block.
 
-``apply_to_cube`` is the core: it stacks the feature variables of a Dataset per chunk, calls a
-module-level function with the estimator, and returns a lazy DataArray with explicit dtype.
-Nothing is computed until the result is written or computed by the caller.
+Public API
+----------
+``apply_to_cube(estimator, ds, features, *, mask=None, method="predict", dtype="float32",
+fill=nan, as_frame=True, name="prediction") -> DataArray``
+    Lazy per-pixel prediction. On a Dask-backed ``ds`` the estimator enters the graph ONCE (one
+    key, a :class:`dask.delayed.Delayed` or a scattered :class:`distributed.Future` from
+    :func:`scatter_model`); every chunk task refers to that key instead of pickling the model.
+    Chunks with no pixel inside ``mask`` or no pixel with finite features return ``fill``
+    without calling the estimator. Nothing is computed.
+
+``scatter_model(client, estimator) -> Future``
+    Broadcast a fitted model to every worker once; pass the Future to :func:`apply_to_cube`
+    as ``estimator`` (it stays on the workers for the whole map, across submission batches).
+
+``map_to_store(client, pieces, store_path, *, attrs=None, mask=None, resume=False,
+progress=True, fingerprint=None, max_graph_tasks=100_000) -> Path``
+    Write lazy DataArrays (``{"rh": (time, y, x), "zone": (y, x), ...}``, same grid and chunks)
+    into one Zarr store, one chunk-aligned block per task: each task computes its block of
+    every variable, writes it, flushes it to disk and then records the block in the manifest
+    (see :mod:`globalflux.io.store`). ``resume=True`` computes only the blocks not yet
+    recorded. Blocks with no land in ``mask`` are recorded without computing anything (they
+    hold the fill value). Tasks are submitted in batches so no graph exceeds
+    ``max_graph_tasks``. The store is then marked complete and consolidated.
+    ``client`` is a ``distributed.Client`` or None (Dask's threaded scheduler).
+
+``graph_tasks(obj) -> int``
+    Number of tasks in the graph of a lazy xarray/dask object.
+
+Example
+-------
+>>> zone = zone_clf.predict_cube(cube, mask=land)                      # doctest: +SKIP
+>>> rh = apply_to_cube(forest, cube.assign(zone=zone), features, mask=land)  # doctest: +SKIP
+>>> map_to_store(ctx.client(), {"rh": rh, "zone": zone}, ctx.maps / "rh.zarr",
+...              attrs=provenance_attrs(recipe=recipe, synthetic=True), mask=land,
+...              resume=ctx.resume)                                     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .errors import DataError
+from .errors import DataError, StoreError
 
-__all__ = ["apply_to_cube", "predict_block"]
+__all__ = [
+    "apply_to_cube",
+    "predict_block",
+    "scatter_model",
+    "map_to_store",
+    "graph_tasks",
+    "store_fingerprint",
+]
+
+log = logging.getLogger("globalflux")
+
+
+# ------------------------------------------------------------------------------- per-chunk work
 
 
 def predict_block(*arrays: np.ndarray, estimator: Any, method: str, dtype: str, fill: float,
@@ -23,13 +73,17 @@ def predict_block(*arrays: np.ndarray, estimator: Any, method: str, dtype: str, 
     """Predict one block: ``arrays`` are the feature arrays (same shape); the last input is the mask.
 
     Pixels outside the mask or with any non-finite feature get ``fill``. A block with no valid
-    pixel returns at once without calling the estimator.
+    pixel returns at once without calling the estimator (and without stacking the features).
     """
     *feats, mask = arrays
-    shape = feats[0].shape
+    shape = np.broadcast_shapes(*(np.shape(f) for f in feats), np.shape(mask))
     out = np.full(shape, fill, dtype=dtype)
-    X = np.stack([np.asarray(f, dtype="float64").reshape(-1) for f in feats], axis=1)
-    ok = np.asarray(mask, dtype=bool).reshape(-1) & np.isfinite(X).all(axis=1)
+    m = np.broadcast_to(np.asarray(mask, dtype=bool), shape).reshape(-1)
+    if not m.any():
+        return out
+    X = np.stack([np.broadcast_to(np.asarray(f, dtype="float64"), shape).reshape(-1)
+                  for f in feats], axis=1)
+    ok = m & np.isfinite(X).all(axis=1)
     if not ok.any():
         return out
     Xv = X[ok]
@@ -40,6 +94,51 @@ def predict_block(*arrays: np.ndarray, estimator: Any, method: str, dtype: str, 
     pred = getattr(estimator, method)(Xv)
     out.reshape(-1)[ok] = np.asarray(pred).astype(dtype, copy=False)
     return out
+
+
+def _predict_chunk(estimator: Any, *arrays: np.ndarray, method: str, out_dtype: str, fill: float,
+                   columns: Sequence[str] | None, axes: Sequence[tuple[int, ...]],
+                   ndim: int) -> np.ndarray:
+    """Module-level block function for :func:`dask.array.blockwise` (estimator first).
+
+    ``axes[i]`` are the output axes of ``arrays[i]``; missing axes become length-1 so that
+    (y, x) statics and (time,) series broadcast against (time, y, x) blocks.
+    """
+    full = []
+    for a, ax in zip(arrays, axes):
+        a = np.asarray(a)
+        shape = [1] * ndim
+        for k, n in zip(ax, a.shape):
+            shape[k] = n
+        full.append(a.reshape(shape))
+    return predict_block(*full, estimator=estimator, method=method, dtype=out_dtype, fill=fill,
+                         columns=columns)
+
+
+def _is_lazy_model(obj: Any) -> bool:
+    """A Delayed or a distributed Future (already a single key of a graph)."""
+    from dask.delayed import Delayed
+
+    if isinstance(obj, Delayed):
+        return True
+    try:
+        from distributed import Future
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return False
+    return isinstance(obj, Future)
+
+
+def scatter_model(client: Any, estimator: Any) -> Any:
+    """Send a fitted model to every worker once; returns a Future usable as ``estimator``.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``.
+    estimator
+        Any picklable fitted estimator.
+    """
+    return client.scatter(estimator, broadcast=True, hash=False)
 
 
 def apply_to_cube(
@@ -59,7 +158,10 @@ def apply_to_cube(
     Parameters
     ----------
     estimator
-        A fitted estimator with a ``predict``-like method taking an (n, len(features)) table.
+        A fitted estimator with a ``predict``-like method taking an (n, len(features)) table,
+        or a :class:`~dask.delayed.Delayed` / scattered ``Future`` of one
+        (see :func:`scatter_model`). On Dask data a plain estimator is wrapped in one Delayed
+        key, so the model is serialised once per graph, not once per chunk.
     ds
         Dataset holding every name in ``features``; variables broadcast against each other
         (static (y, x) factors broadcast over time).
@@ -70,33 +172,380 @@ def apply_to_cube(
     method
         Estimator method to call (``predict``, ``predict_std``, ...).
     dtype, fill
-        Output dtype and the value written where nothing is predicted.
+        Output dtype and the value written where nothing is predicted (recorded as the
+        output's ``_FillValue`` encoding, which :func:`map_to_store` uses as the Zarr fill).
     as_frame
         Pass a pandas DataFrame with the feature names as columns (True) or a plain ndarray.
+    name
+        Name of the returned DataArray.
+
+    Returns
+    -------
+    xr.DataArray
+        Dims of the broadcast features; Dask-backed (lazy) when any input is.
     """
     missing = [f for f in features if f not in ds.data_vars and f not in ds.coords]
     if missing:
         raise DataError(f"cube lacks predictor(s) {missing}", where="cube",
                         fix=f"Add them to the cube; it has: {sorted(ds.data_vars)}.")
-    arrays = [ds[f] for f in features]
+    if not len(features):
+        raise DataError("no features given", where="apply_to_cube",
+                        fix="Pass the predictor names the estimator was fitted with.")
+    inputs = [ds[f] for f in features] + ([mask] if mask is not None else [])
+    try:
+        inputs = list(xr.align(*inputs, join="exact"))
+    except ValueError as exc:
+        raise DataError(f"mask and features are not on one grid ({exc})", where="apply_to_cube",
+                        fix="Build the mask on the cube's own x/y coordinates.") from None
+    # output dims: union of input dims in first-seen order, (time, y, x) canonical when present
+    dims_list: list[str] = []
+    for a in inputs:
+        dims_list.extend(d for d in a.dims if d not in dims_list)
+    for p in ("x", "y", "time"):
+        if p in dims_list:
+            dims_list.remove(p)
+            dims_list.insert(0, p)
+    dims = tuple(dims_list)
+    coords = xr.merge([a.coords.to_dataset() for a in inputs], compat="override",
+                      join="exact").coords
+    kwargs: dict[str, Any] = {
+        "method": method,
+        "out_dtype": dtype,
+        "fill": fill,
+        "columns": list(features) if as_frame else None,
+    }
+    ordered = [a.transpose(*[d for d in dims if d in a.dims]) for a in inputs]
+    axes = [tuple(dims.index(d) for d in a.dims) for a in ordered]
     if mask is None:
-        mask = xr.ones_like(arrays[0], dtype=bool)
-    arrays = list(xr.broadcast(*arrays, mask))
-    template = arrays[0]
-    if template.chunks is not None:
-        arrays = [a.chunk(dict(zip(template.dims, template.chunks))) for a in arrays]
-    out = xr.apply_ufunc(
-        predict_block,
-        *arrays,
-        kwargs={
-            "estimator": estimator,
-            "method": method,
-            "dtype": dtype,
-            "fill": fill,
-            "columns": list(features) if as_frame else None,
-        },
-        dask="parallelized",
-        output_dtypes=[np.dtype(dtype)],
-        keep_attrs=False,
+        axes.append(())
+    kwargs["axes"] = axes
+    kwargs["ndim"] = len(dims)
+    lazy = any(a.chunks is not None for a in ordered)
+    if not lazy:
+        if _is_lazy_model(estimator):
+            estimator = estimator.compute() if hasattr(estimator, "compute") else estimator.result()
+        arrays = [a.values for a in ordered] + ([np.True_] if mask is None else [])
+        data = _predict_chunk(estimator, *arrays, **kwargs)
+    else:
+        import dask
+        import dask.array as dsa
+
+        chunks: dict[str, Any] = {}
+        for a in ordered:
+            if a.chunks is not None:
+                for d, c in zip(a.dims, a.chunks):
+                    chunks.setdefault(d, c)
+        model = estimator if _is_lazy_model(estimator) else dask.delayed(
+            estimator, pure=True, traverse=False)
+        args: list[Any] = [model, None]
+        for a, ax in zip(ordered, axes):
+            a = a.chunk({d: chunks.get(d, -1) for d in a.dims})
+            args.extend([a.data, ax])
+        if mask is None:
+            args.extend([np.True_, None])
+        data = dsa.blockwise(
+            _predict_chunk, tuple(range(len(dims))), *args, dtype=np.dtype(dtype),
+            concatenate=True, **kwargs,
+        )
+    out = xr.DataArray(data, dims=dims, coords={k: v for k, v in coords.items()
+                                                if set(v.dims) <= set(dims)}, name=name)
+    out.encoding["_FillValue"] = fill
+    return out
+
+
+def graph_tasks(obj: Any) -> int:
+    """Number of tasks in the Dask graph of ``obj`` (0 for eager objects)."""
+    import dask
+
+    if isinstance(obj, xr.Dataset | xr.DataArray):
+        coll = [obj.variable.data] if isinstance(obj, xr.DataArray) else [
+            v.data for v in obj.data_vars.values()]
+    else:
+        coll = [obj]
+    coll = [c for c in coll if dask.is_dask_collection(c)]
+    if not coll:
+        return 0
+    keys: set = set()
+    for c in coll:
+        keys.update(c.__dask_graph__().keys())
+    return len(keys)
+
+
+# ---------------------------------------------------------------------------------- map_to_store
+
+
+def _fill_value(da: xr.DataArray) -> Any:
+    fv = da.encoding.get("_FillValue", da.attrs.get("_FillValue"))
+    if fv is not None:
+        return fv
+    if np.issubdtype(da.dtype, np.floating):
+        return np.nan
+    if np.issubdtype(da.dtype, np.signedinteger):
+        return -1
+    if np.issubdtype(da.dtype, np.unsignedinteger):
+        return np.iinfo(da.dtype).max
+    return None
+
+
+def _regular(chunks: tuple[int, ...]) -> bool:
+    return len(chunks) <= 1 or (len(set(chunks[:-1])) == 1 and chunks[-1] <= chunks[0])
+
+
+def _assemble(pieces: Mapping[str, xr.DataArray], attrs: Mapping[str, Any] | None) -> xr.Dataset:
+    """One chunked Dataset from the pieces: common dims order, regular common chunks, fills."""
+    if not pieces:
+        raise DataError("nothing to map (no pieces)", where="map_to_store",
+                        fix="Pass a dict of name -> lazy DataArray.")
+    order: list[str] = []
+    for da in pieces.values():
+        for d in da.dims:
+            if d not in order:
+                order.append(d)
+    for p in ("x", "y", "time"):  # canonical (time, y, x) order where present
+        if p in order:
+            order.remove(p)
+            order.insert(0, p)
+    chunks: dict[str, int] = {}
+    for name, da in pieces.items():
+        if da.chunks is not None:
+            for d, c in zip(da.dims, da.chunks):
+                if d not in chunks:
+                    chunks[d] = int(c[0])
+    out = {}
+    for name, da in pieces.items():
+        if not isinstance(da, xr.DataArray):
+            raise DataError(f"piece {name!r} is a {type(da).__name__}", where="map_to_store",
+                            fix="Pass xarray DataArrays.")
+        da = da.transpose(*[d for d in order if d in da.dims])
+        want = {d: chunks.get(d, da.sizes[d]) for d in da.dims}
+        if da.chunks is None or any(
+            not _regular(c) or c[0] != want[d] for d, c in zip(da.dims, da.chunks)
+        ):
+            da = da.chunk(want)
+        fv = _fill_value(da)
+        da = da.copy()
+        da.attrs = {k: v for k, v in da.attrs.items() if k != "_FillValue"}
+        da.encoding = {"_FillValue": fv} if fv is not None else {}
+        out[name] = da
+    try:
+        ds = xr.Dataset(out)
+    except Exception as exc:
+        raise DataError(f"pieces do not share one grid ({exc})", where="map_to_store",
+                        fix="Map every variable on the same (time, y, x) coordinates.") from None
+    for d in ds.dims:
+        if d not in order:
+            continue
+    ds.attrs = dict(attrs or {})
+    return ds
+
+
+def store_fingerprint(ds: xr.Dataset) -> str:
+    """A hash of what a store holds: the recipe attribute (or all attrs but ``history``),
+    variables, dtypes, shape and chunks. Two runs of one recipe get the same fingerprint."""
+    from .io.store import StoreLayout
+
+    attrs = dict(ds.attrs)
+    if "recipe" in attrs:
+        ident: Any = {"recipe": attrs["recipe"]}
+    else:
+        ident = {k: str(v) for k, v in attrs.items() if k not in ("history", "date_created")}
+    ident["layout"] = StoreLayout.from_dataset(ds).to_json()
+    ident["dtypes"] = {k: str(v.dtype) for k, v in ds.data_vars.items()}
+    text = json.dumps(ident, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _block_numbers(numblocks: tuple[int, ...]) -> np.ndarray:
+    return np.arange(int(np.prod(numblocks)), dtype="int64").reshape(numblocks)
+
+
+def _write_block_task(ids: np.ndarray, *arrays: np.ndarray, path: str, layout_json: dict,
+                      names: tuple[str, ...]) -> np.ndarray:
+    """Module-level block function: write one block of every variable, then record it."""
+    from .io.store import StoreLayout, write_block
+
+    layout = StoreLayout.from_json(layout_json)
+    flat = int(np.asarray(ids).reshape(-1)[0])
+    index = layout.block_index(flat)
+    write_block(path, layout, index, dict(zip(names, arrays)))
+    return np.ones((1,) * len(layout.dims), dtype="int8")
+
+
+def _land_blocks(mask: xr.DataArray, layout, client: Any) -> set[tuple[int, ...]] | None:
+    """Block indices (all block dims) whose spatial tile has no True pixel in ``mask``."""
+    import dask
+    import dask.array as dsa
+
+    mdims = [d for d in mask.dims]
+    if not set(mdims) <= set(layout.dims):
+        raise DataError(f"mask dims {tuple(mdims)} are not among the map dims {layout.dims}",
+                        where="map_to_store(mask=)", fix="Pass a (y, x) land mask of the map grid.")
+    chunk_of = dict(zip(layout.dims, layout.chunks))
+    m = mask.transpose(*[d for d in layout.dims if d in mdims])
+    m = m.chunk({d: chunk_of[d] for d in m.dims})
+    data = m.data
+    anyb = dsa.map_blocks(_block_any, data.astype(bool), dtype=bool,
+                          chunks=tuple((1,) * len(c) for c in data.chunks))
+    if client is not None:
+        flags = client.compute(anyb).result()
+    else:
+        flags = dask.compute(anyb)[0]
+    flags = np.asarray(flags, dtype=bool)
+    empty = set()
+    mpos = [layout.dims.index(d) for d in m.dims]
+    import itertools
+
+    for idx in itertools.product(*[range(n) for n in layout.numblocks]):
+        sub = tuple(idx[p] for p in mpos)
+        if not flags[sub]:
+            empty.add(tuple(idx))
+    return empty
+
+
+def _block_any(a: np.ndarray) -> np.ndarray:
+    return np.array(bool(np.any(a))).reshape((1,) * a.ndim)
+
+
+class _Progress:
+    """Logs ``done/total`` blocks with rate and ETA, at most every few seconds."""
+
+    def __init__(self, total: int, what: str, enabled: bool = True, every: float = 5.0):
+        self.total, self.what, self.enabled, self.every = total, what, enabled, every
+        self.done = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self.last >= self.every or self.done == self.total):
+            self.last = now
+            rate = self.done / max(now - self.t0, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+            bar = "#" * int(20 * self.done / max(self.total, 1))
+            log.info("%s [%-20s] %d/%d blocks (%.0f%%), %.2f blocks/s, ETA %.0f s", self.what, bar,
+                     self.done, self.total, 100.0 * self.done / max(self.total, 1), rate, eta)
+
+
+def map_to_store(
+    client: Any,
+    pieces: Mapping[str, xr.DataArray],
+    store_path: str | Path,
+    *,
+    attrs: Mapping[str, Any] | None = None,
+    mask: xr.DataArray | None = None,
+    manifest: bool = True,
+    resume: bool = False,
+    progress: bool = True,
+    fingerprint: str | None = None,
+    max_graph_tasks: int = 100_000,
+) -> Path:
+    """Write lazy maps into one Zarr store block by block, resumably; return the store path.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client`` (e.g. ``ctx.client()``) or None for Dask's threaded scheduler.
+    pieces
+        Variable name -> lazy DataArray on one grid (dims a subset of ``(time, y, x)`` or any
+        common dims). They are rechunked to common regular chunks if needed; the chunks become
+        the Zarr chunks and the write blocks. The fill of each variable is its
+        ``encoding["_FillValue"]`` (set by :func:`apply_to_cube`), else NaN / -1.
+    store_path
+        Target Zarr store (a folder; must not exist unless ``resume``).
+    attrs
+        Global attributes (e.g. :func:`globalflux.provenance.provenance_attrs`).
+    mask
+        Optional boolean (y, x) land mask: blocks whose tile has no land are recorded complete
+        without computing or writing anything (they read as the fill value).
+    manifest
+        Must be True (kept for the documented signature): blocks are always recorded.
+    resume
+        Finish an existing store of the same fingerprint: only blocks not in its manifest are
+        computed. A complete store is left as it is.
+    progress
+        Log a progress bar (blocks done, rate, ETA).
+    fingerprint
+        Identity of the store's content; default :func:`store_fingerprint` of the pieces and
+        attrs (the resolved recipe in ``attrs["recipe"]`` when present).
+    max_graph_tasks
+        Largest graph submitted at once; more blocks are submitted in batches.
+
+    Raises
+    ------
+    StoreError
+        The store exists and ``resume`` is False, or it belongs to another recipe/layout.
+    """
+    import dask
+    import dask.array as dsa
+
+    from .io.store import finalize_store, is_complete, prepare_store, record_blocks
+
+    if not manifest:
+        raise StoreError("map_to_store always writes a manifest", where="map_to_store(manifest=)",
+                         fix="Use globalflux.io.store.write_dataset for a one-shot write.")
+    path = Path(store_path)
+    ds = _assemble(pieces, attrs)
+    fp = fingerprint or store_fingerprint(ds)
+    layout, done = prepare_store(path, ds, fingerprint=fp, resume=resume)
+    if resume and is_complete(path) and len(done) >= layout.nblocks:
+        log.info("store %s is complete; nothing to do", path)
+        return path
+
+    names = tuple(ds.data_vars)
+    ids = dsa.from_array(_block_numbers(layout.numblocks), chunks=1, name=False)
+    ind = tuple(range(len(layout.dims)))
+    args: list[Any] = [ids, ind]
+    for n in names:
+        v = ds[n]
+        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
+    status = dsa.blockwise(
+        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
+        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
+        names=names, name=f"write-{fp}",
     )
-    return out.rename(name)
+    todo = [layout.block_index(i) for i in range(layout.nblocks)]
+    todo = [b for b in todo if b not in done]
+    if mask is not None and todo:
+        empty = _land_blocks(mask, layout, client)
+        skip = [b for b in todo if b in empty]
+        if skip:
+            record_blocks(path, skip)
+            log.info("%d of %d blocks have no land: recorded as fill without computing",
+                     len(skip), layout.nblocks)
+        todo = [b for b in todo if b not in empty]
+    log.info("mapping %d variable(s) into %s: %d blocks of %s, %d to compute (%d done before)",
+             len(names), path, layout.nblocks, "x".join(map(str, layout.chunks)), len(todo),
+             len(done))
+    if todo:
+        total_tasks = graph_tasks(status)
+        per_block = max(total_tasks / max(layout.nblocks, 1), 1.0)
+        batch = max(1, min(len(todo), int(max_graph_tasks / per_block)))
+        nbatch = math.ceil(len(todo) / batch)
+        if nbatch > 1:
+            log.info("graph of %d tasks: submitting %d batches of <= %d blocks", total_tasks,
+                     nbatch, batch)
+        delayed = status.to_delayed(optimize_graph=False)
+        bar = _Progress(len(todo), f"map {path.name}", enabled=progress)
+        for start in range(0, len(todo), batch):
+            part = [delayed[b] for b in todo[start:start + batch]]
+            if client is not None:
+                from distributed import as_completed
+
+                futures = client.compute(part)
+                try:
+                    for fut in as_completed(futures):
+                        fut.result()
+                        bar.update()
+                finally:
+                    for f in futures:
+                        f.release()
+            else:
+                # threaded scheduler: small sub-batches so the bar moves
+                sub = max(1, min(len(part), 16))
+                for s in range(0, len(part), sub):
+                    dask.compute(*part[s:s + sub], scheduler="threads")
+                    bar.update(len(part[s:s + sub]))
+    extra = {"globalflux_blocks": int(layout.nblocks)}
+    finalize_store(path, layout, extra)
+    log.info("store %s complete and consolidated", path)
+    return path

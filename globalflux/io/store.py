@@ -1,20 +1,63 @@
 """Zarr stores for cubes and maps (the only place that writes Zarr).
 
-``write_dataset`` writes a (lazy) Dataset to a Zarr v3 store with consolidated metadata,
-CF attributes and a CRS readable by rioxarray. Region-by-region writes with a manifest of
-completed blocks (resume) build on it in this module.
+Two ways to write:
+
+* :func:`write_dataset` writes a (lazy) Dataset in one go (Zarr v3, consolidated metadata).
+* Region by region, resumable (used by :func:`globalflux.mapping.map_to_store`):
+
+  1. :func:`prepare_store` writes the metadata and coordinates of a template Dataset (nothing of
+     the data variables), the store fingerprint, and an empty *manifest*; on ``resume=True`` it
+     instead checks that an existing store has the same fingerprint and layout and returns the
+     blocks already complete.
+  2. :func:`write_block` (runs on a Dask worker) writes the data of one chunk-aligned block of
+     every variable, flushes the chunk files to disk (``fsync``), and only then records the block
+     in the manifest: one marker file per block, created by write-temp + ``fsync`` +
+     ``os.replace``, so a block is never recorded that was not fully written.
+  3. :func:`finalize_store` checks that every block is recorded, marks the store complete
+     (attribute ``globalflux_complete = "true"``) and consolidates the metadata.
+
+Layout of the manifest inside the store folder (ignored by Zarr readers)::
+
+    STORE/_globalflux/manifest.json     fingerprint, dims, chunks, variables, block grid
+    STORE/_globalflux/blocks/<i>.<j>.<k>  one empty marker per completed block (block indices)
+
+A block is one Dask/Zarr chunk along every block dimension (e.g. ``time, y, x``). A variable
+lacking a block dimension (a static ``(y, x)`` map beside ``(time, y, x)`` maps) is written by the
+blocks whose index along that dimension is 0. Blocks never written hold the Zarr fill value.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import json
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from ..errors import InputFileError, StoreError
 
-__all__ = ["write_dataset", "open_dataset"]
+__all__ = [
+    "write_dataset",
+    "open_dataset",
+    "StoreLayout",
+    "prepare_store",
+    "write_block",
+    "completed_blocks",
+    "read_manifest",
+    "finalize_store",
+    "is_complete",
+    "MANIFEST_DIR",
+]
+
+MANIFEST_DIR = "_globalflux"
+COMPLETE_ATTR = "globalflux_complete"
+FINGERPRINT_ATTR = "globalflux_fingerprint"
 
 
 def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute: bool = True) -> Any:
@@ -43,12 +86,361 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute
 
 
 def open_dataset(path: str | Path, *, chunks: Any = "auto") -> xr.Dataset:
-    """Open a Zarr store lazily; a missing or unreadable store names the path."""
+    """Open a Zarr store lazily; a missing or unreadable store names the path.
+
+    A store still being written (no consolidated metadata yet) opens too; use
+    :func:`globalflux.query.open_map` to see only its completed blocks.
+    """
     path = Path(path)
     if not path.exists():
         raise InputFileError("store not found", where=str(path), fix="Check the path.")
     try:
-        return xr.open_zarr(path, chunks=chunks, consolidated=None)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
+            warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not")
+            return xr.open_zarr(path, chunks=chunks, consolidated=None)
     except Exception as exc:  # zarr raises many types for a broken store
         raise StoreError(f"cannot open as Zarr ({exc.__class__.__name__}: {exc})", where=str(path),
                          fix="Is it a Zarr store written by globalflux? Rewrite it if it is corrupt.") from None
+
+
+# ------------------------------------------------------------------------------ region writes
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """The block grid of a region-written store.
+
+    Attributes
+    ----------
+    dims
+        Block dimensions, in order (e.g. ``("time", "y", "x")``).
+    shape
+        Length of each block dimension.
+    chunks
+        Chunk (= block) size along each block dimension; the last block may be shorter.
+    variables
+        Mapping of variable name to its dims (a subset of ``dims``, same order).
+    """
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    variables: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @property
+    def numblocks(self) -> tuple[int, ...]:
+        return tuple(-(-n // c) for n, c in zip(self.shape, self.chunks))
+
+    @property
+    def nblocks(self) -> int:
+        return int(np.prod(self.numblocks)) if self.numblocks else 1
+
+    def block_index(self, flat: int) -> tuple[int, ...]:
+        """Block indices (one per block dim) of flat block number ``flat`` (C order)."""
+        return tuple(int(i) for i in np.unravel_index(int(flat), self.numblocks))
+
+    def region(self, index: Iterable[int]) -> dict[str, slice]:
+        """The slice of each block dimension covered by block ``index``."""
+        out = {}
+        for d, i, n, c in zip(self.dims, index, self.shape, self.chunks):
+            out[d] = slice(i * c, min((i + 1) * c, n))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dims": list(self.dims),
+            "shape": list(self.shape),
+            "chunks": list(self.chunks),
+            "variables": {k: list(v) for k, v in self.variables},
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> StoreLayout:
+        return cls(
+            dims=tuple(obj["dims"]),
+            shape=tuple(int(v) for v in obj["shape"]),
+            chunks=tuple(int(v) for v in obj["chunks"]),
+            variables=tuple((k, tuple(v)) for k, v in obj["variables"].items()),
+        )
+
+    @classmethod
+    def from_dataset(cls, ds: xr.Dataset) -> StoreLayout:
+        """The layout of a chunked Dataset (data variables only; chunks must be regular)."""
+        dims: list[str] = []
+        for v in ds.data_vars.values():
+            for d in v.dims:
+                if d not in dims:
+                    dims.append(d)
+        chunks = []
+        for d in dims:
+            cs = ds.chunksizes.get(d) if ds.chunks else None
+            c = int(cs[0]) if cs else int(ds.sizes[d])
+            chunks.append(max(c, 1))
+        variables = tuple((str(k), tuple(str(d) for d in v.dims)) for k, v in ds.data_vars.items())
+        return cls(tuple(dims), tuple(int(ds.sizes[d]) for d in dims), tuple(chunks), variables)
+
+
+def _manifest_dir(path: Path) -> Path:
+    return path / MANIFEST_DIR
+
+
+def _block_name(index: Iterable[int]) -> str:
+    return ".".join(str(int(i)) for i in index) or "0"
+
+
+def _fsync_path(p: Path) -> None:
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` via a temporary file, fsync, ``os.replace`` and dir fsync."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    try:
+        _fsync_path(target.parent)
+    except OSError:  # some filesystems cannot fsync a directory
+        pass
+
+
+def read_manifest(path: str | Path) -> dict[str, Any] | None:
+    """The manifest header of a region-written store, or None when it has none."""
+    f = _manifest_dir(Path(path)) / "manifest.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"manifest unreadable ({exc})", where=str(f),
+                         fix="Delete the store and run again without --resume.") from None
+
+
+def completed_blocks(path: str | Path) -> set[tuple[int, ...]]:
+    """Indices of the blocks recorded complete in the manifest (each fully written)."""
+    d = _manifest_dir(Path(path)) / "blocks"
+    if not d.is_dir():
+        return set()
+    out = set()
+    for name in os.listdir(d):
+        if name.startswith("."):
+            continue  # a marker being written
+        try:
+            out.add(tuple(int(p) for p in name.split(".")))
+        except ValueError:
+            continue
+    return out
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when the store is marked complete (every block written, metadata consolidated)."""
+    import zarr
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g = zarr.open_group(str(path), mode="r")
+        return str(g.attrs.get(COMPLETE_ATTR, "true")) == "true"
+    except Exception:
+        return False
+
+
+def _zarr_attrs(path: Path) -> dict[str, Any]:
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dict(zarr.open_group(str(path), mode="r").attrs)
+
+
+def prepare_store(
+    path: str | Path,
+    template: xr.Dataset,
+    *,
+    fingerprint: str,
+    resume: bool = False,
+) -> tuple[StoreLayout, set[tuple[int, ...]]]:
+    """Create a region-written store (or check one for resuming); return its layout and done blocks.
+
+    Parameters
+    ----------
+    path
+        The store folder.
+    template
+        A chunked (lazy) Dataset with every data variable, coordinate and attribute of the final
+        store; its chunks become the Zarr chunks and the blocks. Nothing of its data variables is
+        computed.
+    fingerprint
+        Identifies what the store holds (e.g. a hash of the resolved recipe and the layout). A
+        store with another fingerprint is never resumed.
+    resume
+        Reuse an existing store with the same fingerprint and layout; False refuses an existing
+        path.
+
+    Raises
+    ------
+    StoreError
+        The path exists (``resume=False``), or it holds a store of another recipe or layout, or
+        one not written region by region.
+    """
+    path = Path(path)
+    layout = StoreLayout.from_dataset(template)
+    if path.exists():
+        if not resume:
+            raise StoreError("store exists", where=str(path),
+                             fix="Use --resume to finish it, --overwrite to replace the run, or "
+                             "another output folder.")
+        header = read_manifest(path)
+        if header is None:
+            raise StoreError("is not a resumable globalflux store (no manifest)", where=str(path),
+                             fix="Delete it or choose another output folder, then run without "
+                             "--resume.")
+        if header.get("fingerprint") != fingerprint:
+            raise StoreError(
+                f"was written by another recipe or model (fingerprint {header.get('fingerprint')!r}, "
+                f"this run {fingerprint!r})",
+                where=str(path),
+                fix="Resume with the same recipe and --set values, or write to another --out.",
+            )
+        if StoreLayout.from_json(header["layout"]) != layout:
+            raise StoreError("has another layout (variables, shape or chunks) than this run",
+                             where=str(path),
+                             fix="Resume with the same recipe, or write to another --out.")
+        for partial in path.rglob("*.partial"):  # temp files of a killed Zarr write
+            partial.unlink(missing_ok=True)
+        return layout, completed_blocks(path)
+
+    ds = template.copy()
+    for name in ds.variables:
+        for key in ("chunks", "preferred_chunks", "compressors", "filters"):
+            ds[name].encoding.pop(key, None)
+    ds.attrs = dict(ds.attrs)
+    ds.attrs[FINGERPRINT_ATTR] = fingerprint
+    ds.attrs[COMPLETE_ATTR] = "false"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # metadata and (numpy) coordinates only: the dask data variables are not computed
+    ds.to_zarr(path, mode="w-", compute=False, consolidated=False, zarr_format=3)
+    mdir = _manifest_dir(path)
+    (mdir / "blocks").mkdir(parents=True, exist_ok=True)
+    header = {
+        "format": "globalflux-manifest-1",
+        "fingerprint": fingerprint,
+        "layout": layout.to_json(),
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    _atomic_write_text(mdir / "manifest.json", json.dumps(header, indent=1))
+    return layout, set()
+
+
+def _chunk_files(path: Path, var: str, region: Mapping[str, slice], dims: tuple[str, ...],
+                 chunks: Mapping[str, int]) -> list[Path]:
+    """Paths of the Zarr v3 chunk files (default key encoding ``c/i/j``) covering ``region``."""
+    import itertools
+
+    ranges = []
+    for d in dims:
+        s = region[d]
+        c = chunks[d]
+        ranges.append(range(s.start // c, -(-s.stop // c)))
+    return [path / var / "c" / "/".join(str(i) for i in idx) for idx in itertools.product(*ranges)]
+
+
+def write_block(
+    path: str | Path,
+    layout: StoreLayout,
+    index: tuple[int, ...],
+    data: Mapping[str, np.ndarray],
+    *,
+    record: bool = True,
+) -> tuple[int, ...]:
+    """Write one block of every variable, flush it to disk, then record it in the manifest.
+
+    Parameters
+    ----------
+    path, layout
+        The store and its layout (from :func:`prepare_store`).
+    index
+        Block indices along ``layout.dims``.
+    data
+        Variable name -> array for this block (dims of that variable, block-sized). Variables
+        missing a block dimension are written only by blocks with index 0 along it.
+    record
+        Record the block in the manifest after the data are on disk.
+
+    Returns
+    -------
+    The block index (so a Dask task returns something small).
+    """
+    import zarr
+
+    path = Path(path)
+    region = layout.region(index)
+    chunk_of = dict(zip(layout.dims, layout.chunks))
+    pos = dict(zip(layout.dims, index))
+    written: list[Path] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        group = zarr.open_group(str(path), mode="r+")
+        for var, vdims in layout.variables:
+            if any(pos[d] != 0 for d in layout.dims if d not in vdims):
+                continue
+            arr = group[var]
+            sel = tuple(region[d] for d in vdims)
+            values = np.asarray(data[var])
+            expected = tuple(s.stop - s.start for s in sel)
+            if values.shape != expected:
+                raise StoreError(f"block {index} of {var!r} has shape {values.shape}, expected "
+                                 f"{expected}", where=str(path),
+                                 fix="Chunks of the mapped arrays must match the store layout.")
+            arr[sel] = values.astype(arr.dtype, copy=False)
+            written.extend(_chunk_files(path, var, region, vdims, chunk_of))
+    for f in written:
+        if f.exists():  # all-fill chunks are not stored
+            _fsync_path(f)
+    if record:
+        _atomic_write_text(_manifest_dir(path) / "blocks" / _block_name(index), "")
+    return tuple(index)
+
+
+def record_blocks(path: str | Path, indices: Iterable[tuple[int, ...]]) -> None:
+    """Record blocks complete that hold only the fill value (nothing to write)."""
+    d = _manifest_dir(Path(path)) / "blocks"
+    for idx in indices:
+        _atomic_write_text(d / _block_name(idx), "")
+
+
+def finalize_store(path: str | Path, layout: StoreLayout,
+                   attrs: Mapping[str, Any] | None = None) -> Path:
+    """Mark a fully written store complete and consolidate its metadata.
+
+    Raises
+    ------
+    StoreError
+        Some block is not recorded in the manifest.
+    """
+    import zarr
+
+    path = Path(path)
+    done = completed_blocks(path)
+    missing = layout.nblocks - len({b for b in done if len(b) == len(layout.dims)})
+    if missing > 0:
+        raise StoreError(f"{missing} of {layout.nblocks} blocks are not written", where=str(path),
+                         fix="Run again with --resume to finish the store.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = zarr.open_group(str(path), mode="r+")
+        new = dict(attrs or {})
+        new[COMPLETE_ATTR] = "true"
+        g.attrs.update(new)
+        zarr.consolidate_metadata(str(path))
+    return path
+
+
+__all__ += ["record_blocks", "COMPLETE_ATTR", "FINGERPRINT_ATTR"]
