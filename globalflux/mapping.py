@@ -325,7 +325,8 @@ def _assemble(pieces: Mapping[str, xr.DataArray], attrs: Mapping[str, Any] | Non
         fv = _fill_value(da)
         da = da.copy()
         da.attrs = {k: v for k, v in da.attrs.items() if k != "_FillValue"}
-        da.encoding = {"_FillValue": fv} if fv is not None else {}
+        # _FillValue: CF attribute (masked on read); fill_value: the Zarr v3 fill of unwritten chunks
+        da.encoding = {"_FillValue": fv, "fill_value": fv} if fv is not None else {}
         out[name] = da
     try:
         ds = xr.Dataset(out)

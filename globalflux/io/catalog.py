@@ -1,0 +1,247 @@
+"""A STAC Collection + Items describing the map products (pystac), loadable by odc-stac.
+
+Public API
+----------
+``write_catalog(cogs, folder, *, collection_id, title=None, description="", store=None,
+license="other", keywords=(), synthetic=None) -> Path``
+    ``cogs`` are COG paths (from :func:`globalflux.io.cog.write_cogs`, any variables). COGs are
+    grouped into one Item per time step (their ``time`` tag; a COG without one is its own
+    Item); each variable is an asset named after its ``variable`` tag, with the projection
+    (``proj:code``, ``proj:shape``, ``proj:transform``, ``proj:bbox``) and raster
+    (``nodata``, ``data_type``, ``unit``) extensions filled from the file, so
+    ``odc.stac.load(items, bands=[...])`` needs no guessing. The Zarr store (if given) is a
+    Collection asset. The catalog is written self-contained (relative hrefs) as
+    ``folder/collection.json`` with Items under ``folder/<item id>/``. Returns the path of
+    ``collection.json``.
+
+``load_items(collection_json) -> list[pystac.Item]`` reads the Items back.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, InputFileError
+
+__all__ = ["write_catalog", "load_items"]
+
+COG_MEDIA_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+
+
+def _cog_info(path: Path) -> dict[str, Any]:
+    import rasterio
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(path) as src:
+        tags = src.tags()
+        crs = src.crs
+        if crs is None:
+            raise DataError("COG has no CRS", where=str(path),
+                            fix="Write it with globalflux.io.cog.write_cogs from a map with a CRS.")
+        bounds = tuple(src.bounds)
+        try:
+            bbox = transform_bounds(crs, "EPSG:4326", *bounds, densify_pts=21)
+        except Exception:  # pragma: no cover - exotic CRS
+            bbox = bounds
+        epsg = crs.to_epsg()
+        return {
+            "tags": tags,
+            "code": f"EPSG:{epsg}" if epsg else None,
+            "wkt2": None if epsg else crs.to_wkt(),
+            "shape": [src.height, src.width],
+            "transform": list(src.transform)[:6],
+            "proj_bbox": list(bounds),
+            "bbox": [float(v) for v in bbox],
+            "nodata": src.nodata,
+            "dtype": src.dtypes[0],
+            "count": src.count,
+        }
+
+
+def _datetime(label: str | None) -> _dt.datetime | None:
+    if not label:
+        return None
+    try:
+        ts = pd.Timestamp(label)
+    except (TypeError, ValueError):
+        return None
+    if pd.isna(ts):
+        return None
+    return ts.to_pydatetime().replace(tzinfo=_dt.UTC)
+
+
+def _nodata_json(v: Any) -> Any:
+    if v is None:
+        return None
+    if isinstance(v, float) and np.isnan(v):
+        return "nan"
+    return v
+
+
+def write_catalog(
+    cogs: Iterable[str | Path],
+    folder: str | Path,
+    *,
+    collection_id: str,
+    title: str | None = None,
+    description: str = "",
+    store: str | Path | None = None,
+    license: str = "other",
+    keywords: Sequence[str] = (),
+    synthetic: bool | None = None,
+) -> Path:
+    """Write a self-contained STAC Collection describing COG (and Zarr) products.
+
+    Parameters
+    ----------
+    cogs
+        COG files, e.g. every file written by :func:`globalflux.io.cog.write_cogs`.
+    folder
+        Catalog folder (created); COG hrefs are made relative to it.
+    collection_id
+        STAC id of the Collection (e.g. the recipe name).
+    title, description, license, keywords
+        Collection metadata (``license`` an SPDX id or ``"other"``).
+    store
+        Optional Zarr store of the same maps, added as a Collection asset.
+    synthetic
+        Mark the Collection (and each Item) ``globalflux:synthetic``; default from the COGs'
+        ``synthetic`` tag.
+
+    Returns
+    -------
+    Path of ``collection.json``.
+    """
+    import pystac
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.raster import RasterBand, RasterExtension
+
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p).resolve() for p in cogs]
+    if not paths:
+        raise DataError("no COGs to describe", where="write_catalog",
+                        fix="Write the COGs first (mapping.cog: true).")
+    for p in paths:
+        if not p.is_file():
+            raise InputFileError("COG not found", where=str(p), fix="Check the path.")
+    infos = {p: _cog_info(p) for p in paths}
+
+    groups: dict[str, list[Path]] = {}
+    for p, info in infos.items():
+        t = info["tags"].get("time")
+        key = t if t else p.stem
+        groups.setdefault(key, []).append(p)
+
+    if synthetic is None:
+        synthetic = any(i["tags"].get("synthetic") == "true" for i in infos.values())
+    items = []
+    for key, group in sorted(groups.items()):
+        first = infos[group[0]]
+        dt = _datetime(first["tags"].get("time"))
+        props: dict[str, Any] = {"globalflux:synthetic": bool(synthetic)}
+        if first["tags"].get("globalflux_version"):
+            props["globalflux:version"] = first["tags"]["globalflux_version"]
+        if dt is None:  # a static map or a band stack: its time span, if tagged
+            times = [t for t in first["tags"].get("times", "").split(",") if t]
+            start = _datetime(times[0]) if times else None
+            end = _datetime(times[-1]) if times else None
+            dt_use = start or _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+            props["start_datetime"] = (start or dt_use).isoformat()
+            props["end_datetime"] = (end or dt_use).isoformat()
+            item_dt = None
+        else:
+            item_dt = dt
+        bboxes = np.array([infos[p]["bbox"] for p in group])
+        bbox = [float(bboxes[:, 0].min()), float(bboxes[:, 1].min()),
+                float(bboxes[:, 2].max()), float(bboxes[:, 3].max())]
+        geom = {
+            "type": "Polygon",
+            "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
+                             [bbox[0], bbox[3]], [bbox[0], bbox[1]]]],
+        }
+        item_id = f"{collection_id}-{key}"
+        item = pystac.Item(item_id, geom, bbox, item_dt, props, collection=collection_id)
+        proj = ProjectionExtension.ext(item, add_if_missing=True)
+        RasterExtension.add_to(item)
+        for p in group:
+            info = infos[p]
+            var = info["tags"].get("variable", p.stem)
+            asset = pystac.Asset(
+                href=str(p), media_type=COG_MEDIA_TYPE, roles=["data"],
+                title=info["tags"].get("long_name", var),
+            )
+            item.add_asset(var, asset)
+            pa = ProjectionExtension.ext(asset)
+            pa.apply(code=info["code"], wkt2=info["wkt2"], shape=info["shape"],
+                     transform=info["transform"], bbox=info["proj_bbox"])
+            bands = [RasterBand.create(nodata=_nodata_json(info["nodata"]),
+                                       data_type=info["dtype"], unit=info["tags"].get("units"))
+                     for _ in range(info["count"])]
+            RasterExtension.ext(asset).apply(bands)
+        del proj
+        items.append(item)
+
+    all_bbox = np.array([it.bbox for it in items])
+    spatial = pystac.SpatialExtent([[float(all_bbox[:, 0].min()), float(all_bbox[:, 1].min()),
+                                     float(all_bbox[:, 2].max()), float(all_bbox[:, 3].max())]])
+    times = []
+    for it in items:
+        if it.datetime is not None:
+            times.append(it.datetime)
+        else:
+            times.extend([_datetime(it.properties["start_datetime"]),
+                          _datetime(it.properties["end_datetime"])])
+    times = [t for t in times if t is not None]
+    temporal = pystac.TemporalExtent([[min(times), max(times)]] if times else [[None, None]])
+    desc = description or f"globalflux map products of {collection_id}"
+    if synthetic:
+        from ..provenance import SYNTHETIC_NOTE
+
+        desc = f"{desc}\n\n{SYNTHETIC_NOTE}"
+    coll = pystac.Collection(
+        id=collection_id,
+        description=desc,
+        extent=pystac.Extent(spatial, temporal),
+        title=(("SYNTHETIC " if synthetic else "") + (title or collection_id)),
+        license=license,
+        keywords=list(keywords),
+        extra_fields={"globalflux:synthetic": bool(synthetic)},
+    )
+    if store is not None:
+        coll.add_asset("zarr", pystac.Asset(href=str(Path(store).resolve()),
+                                            media_type=ZARR_MEDIA_TYPE, roles=["data"],
+                                            title="Zarr store of the maps"))
+    coll.add_items(items)
+    target = folder / "collection.json"
+    tmp_dir = folder
+    coll.normalize_hrefs(str(tmp_dir))
+    coll.make_all_asset_hrefs_relative()
+    coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, dest_href=str(folder))
+    if not target.is_file():  # pragma: no cover - pystac naming changed
+        raise DataError("pystac did not write collection.json", where=str(folder),
+                        fix="Report this with the pystac version.")
+    os.utime(target)
+    return target
+
+
+def load_items(collection_json: str | Path) -> list[Any]:
+    """The Items of a collection written by :func:`write_catalog` (hrefs made absolute)."""
+    import pystac
+
+    path = Path(collection_json)
+    if not path.is_file():
+        raise InputFileError("STAC collection not found", where=str(path), fix="Check the path.")
+    coll = pystac.Collection.from_file(str(path))
+    items = list(coll.get_items(recursive=True))
+    for it in items:
+        it.make_asset_hrefs_absolute()
+    return items
