@@ -113,6 +113,9 @@ def _write_one(da2: xr.DataArray, target: Path, *, nodata: Any, blocksize: int,
         if np.issubdtype(da2.dtype, np.floating) and not (isinstance(nodata, float)
                                                          and math.isnan(nodata)):
             data = da2.fillna(nodata)
+        data = data.copy()
+        data.encoding = {}
+        data.attrs = {k: v for k, v in data.attrs.items() if k not in ("_FillValue", "missing_value")}
         data = data.rio.write_nodata(nodata, encoded=False)
         data.rio.to_raster(tmp, tiled=True, blockxsize=blocksize, blockysize=blocksize,
                            compress="DEFLATE", lock=False if da2.chunks is None else True,
