@@ -21,6 +21,7 @@ __all__ = [
     "modis_8day_index",
     "modis_8day_periods",
     "period_lengths",
+    "grid_of",
 ]
 
 #: The MODIS sinusoidal projection (sphere of radius 6371007.181 m).
@@ -146,6 +147,115 @@ class GridSpec:
     def global_latlon(cls, resolution: float) -> GridSpec:
         """The whole globe in EPSG:4326 at ``resolution`` degrees."""
         return cls("EPSG:4326", resolution, BBox(-180.0, -90.0, 180.0, 90.0))
+
+    @classmethod
+    def modis_sinusoidal(cls, bbox: BBox, resolution: float = MODIS_500M) -> GridSpec:
+        """A grid in the MODIS sinusoidal projection (default 463.3127 m, the "500 m" pixel).
+
+        ``bbox`` is in sinusoidal metres; its edges are snapped outwards onto the global MODIS
+        pixel lattice (origin x = -20015109.354 m, y = 10007554.677 m) so that the grid's pixels
+        coincide with MODIS tile pixels.
+        """
+        x0, y0 = -20015109.354, 10007554.677
+        west = x0 + np.floor((bbox.west - x0) / resolution + 1e-9) * resolution
+        east = x0 + np.ceil((bbox.east - x0) / resolution - 1e-9) * resolution
+        north = y0 - np.floor((y0 - bbox.north) / resolution + 1e-9) * resolution
+        south = y0 - np.ceil((y0 - bbox.south) / resolution - 1e-9) * resolution
+        return cls(MODIS_SINUSOIDAL_WKT, resolution, BBox(float(west), float(south), float(east), float(north)))
+
+    @property
+    def size(self) -> int:
+        """Number of pixels."""
+        ny, nx = self.shape
+        return ny * nx
+
+    def coords(self) -> dict[str, np.ndarray]:
+        """Pixel-centre coordinates ``{"y": ..., "x": ...}`` (y north to south)."""
+        return {"y": self.y, "x": self.x}
+
+    def geobox(self):
+        """The grid as an :class:`odc.geo.geobox.GeoBox` (for odc-stac and odc-geo)."""
+        from odc.geo.geobox import GeoBox
+
+        return GeoBox(self.shape, self.transform, self.crs)
+
+    def contains(self, x, y) -> np.ndarray:
+        """Whether points (in the grid's CRS) fall inside the grid's outer edges."""
+        x = np.asarray(x, dtype="float64")
+        y = np.asarray(y, dtype="float64")
+        b = self.bbox
+        return (x >= b.west) & (x <= b.east) & (y >= b.south) & (y <= b.north)
+
+    def subset(self, bbox: BBox) -> GridSpec:
+        """The part of this grid inside ``bbox``, snapped outwards to whole pixels.
+
+        Raises
+        ------
+        GridError
+            When ``bbox`` does not overlap the grid.
+        """
+        inter = self.bbox.intersection(bbox)
+        if inter is None:
+            raise GridError(
+                f"bbox {bbox.as_tuple()} does not overlap the grid {self.bbox.as_tuple()}",
+                where="bbox",
+                fix="Give a bbox (W,S,E,N) inside the grid, in the grid's CRS units.",
+            )
+        r = self.resolution
+        b = self.bbox
+        west = b.west + np.floor((inter.west - b.west) / r + 1e-9) * r
+        east = b.west + np.ceil((inter.east - b.west) / r - 1e-9) * r
+        north = b.north - np.floor((b.north - inter.north) / r + 1e-9) * r
+        south = b.north - np.ceil((b.north - inter.south) / r - 1e-9) * r
+        return GridSpec(self.crs, r, BBox(float(west), float(south), float(east), float(north)))
+
+
+def grid_of(obj, *, crs: str | None = None, where: str = "source") -> GridSpec:
+    """The :class:`GridSpec` of a DataArray/Dataset with regular 1-D ``x``/``y`` pixel-centre coords.
+
+    Parameters
+    ----------
+    obj
+        xarray object with ``x`` and ``y`` coordinates (y may run either way).
+    crs
+        The CRS; default: the object's rioxarray CRS.
+    where
+        Name of the source, for error messages.
+
+    Raises
+    ------
+    GridError
+        No CRS, fewer than 2 pixels along an axis, or irregular / non-square pixels.
+    """
+    if crs is None:
+        rio_crs = obj.rio.crs if "spatial_ref" in obj.coords or hasattr(obj, "rio") else None
+        if rio_crs is None:
+            raise GridError("has no CRS", where=where,
+                            fix="Write one with da.rio.write_crs('EPSG:4326') or fix the source file.")
+        crs = rio_crs.to_string()
+    x = np.asarray(obj["x"].values, dtype="float64")
+    y = np.asarray(obj["y"].values, dtype="float64")
+    if x.size < 2 or y.size < 2:
+        raise GridError(f"grid of shape ({y.size}, {x.size}) is too small", where=where,
+                        fix="A source needs at least 2x2 pixels.")
+    dx = np.diff(x)
+    dy = np.diff(y)
+    res = float(np.median(np.abs(dx)))
+    if not (np.allclose(dx, dx[0], rtol=1e-6, atol=1e-9 * max(1.0, res))
+            and np.allclose(np.abs(dy), res, rtol=1e-4)):
+        raise GridError("pixels are not regular and square", where=where,
+                        fix="Reproject the source onto a regular grid first.")
+    res = float(np.abs(x[-1] - x[0]) / (x.size - 1))
+    res = float(f"{res:.10g}")  # float noise of stored coordinates (1/120 -> 0.008333333333)
+    west = _snap(float(x.min()) - res / 2)
+    north = _snap(float(y.max()) + res / 2)
+    ny, nx = y.size, x.size
+    return GridSpec(str(crs), res, BBox(west, _snap(north - ny * res), _snap(west + nx * res), north))
+
+
+def _snap(v: float) -> float:
+    """Round an edge coordinate to 1e-6 CRS units (removes float noise of stored coordinates)."""
+    return float(np.round(v, 6))
 
 
 # --------------------------------------------------------------------------- MODIS 8-day calendar
