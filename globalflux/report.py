@@ -15,7 +15,7 @@ import pandas as pd
 
 from .provenance import SYNTHETIC_NOTE
 
-__all__ = ["markdown_table", "scatter_obs_pred", "map_png", "write_report", "stamp"]
+__all__ = ["markdown_table", "scatter_obs_pred", "map_png", "map_panels_png", "write_report", "stamp"]
 
 
 def _plt():
@@ -141,6 +141,62 @@ def map_png(
     ax.set_ylabel(str(da.dims[-2]))
     stamp(fig, synthetic)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def map_panels_png(
+    panels: Mapping[str, Any],
+    path: str | Path,
+    *,
+    cmap: str = "viridis",
+    units: str = "",
+    synthetic: bool = False,
+    dpi: int = 110,
+    categorical: bool = False,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Path:
+    """Several 2-D maps of one grid side by side, on one colour scale (e.g. truth vs estimate).
+
+    ``panels`` maps a title to a DataArray with y/x (or lat/lon) as its last two dims. With
+    ``categorical=True`` every panel uses the same discrete colours for the same value, so
+    labels can be compared by eye (they are not matched: a recovered zone may carry another
+    number than its true zone).
+    """
+    plt = _plt()
+    arrays = {k: np.asarray(v.values, dtype=float) for k, v in panels.items()}
+    finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays.values()] or [np.zeros(0)])
+    lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
+    hi = vmax if vmax is not None else (float(finite.max()) if finite.size else 1.0)
+    n = len(panels)
+    first = next(iter(panels.values()))
+    ny, nx = first.shape[-2:]
+    aspect = max(0.3, min(3.0, ny / max(nx, 1)))
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.0, 4.6 * aspect + 0.9), squeeze=False,
+                             layout="constrained")
+    if categorical:
+        ncat = int(hi - lo + 1) if finite.size else 1
+        cm = plt.get_cmap("tab10", max(ncat, 1))
+        lo, hi = lo - 0.5, lo + ncat - 0.5
+    else:
+        cm = plt.get_cmap(cmap)
+    im = None
+    for ax, (title, da) in zip(axes[0], panels.items()):
+        xs = np.asarray(da[da.dims[-1]].values)
+        ys = np.asarray(da[da.dims[-2]].values)
+        extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+        im = ax.imshow(arrays[title], extent=extent, origin="upper" if ys[0] > ys[-1] else "lower",
+                       cmap=cm, vmin=lo, vmax=hi, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(str(da.dims[-1]))
+        ax.set_ylabel(str(da.dims[-2]))
+    if im is not None:
+        cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+        cb.set_label(units)
+    stamp(fig, synthetic)
     path = Path(path)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
