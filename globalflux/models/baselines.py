@@ -1,0 +1,223 @@
+"""Baselines for daily soil CO2 efflux: temperature-response models and day-of-year climatology.
+
+All are scikit-learn-style estimators fitted per site on that site's training part (the caller
+loops over sites; :func:`fit_predict_site` does one site).
+
+* :class:`Q10Model`: ``R = R10 * Q10 ** ((T - 10) / 10)`` (van 't Hoff; e.g. Davidson et al.
+  2006, Global Change Biology 12:154-164), ``T`` soil temperature in degC.
+* :class:`LloydTaylorModel`: ``R = Rref * exp(E0 * (1/(Tref - T0) - 1/(T - T0)))`` with
+  ``Tref = 283.15 K`` (10 degC), ``T0 = 227.13 K`` and ``E0`` (K) fitted (Lloyd and Taylor
+  1994, Functional Ecology 8:315-323).
+* :class:`DoyClimatology`: mean of the training values per day of year, smoothed with a centred
+  circular window (days with no training value in the window get the overall training mean).
+
+Temperature models are fitted by least squares on the original scale (bounded: Q10 in
+[1, 10], E0 in [0, 1000] K, reference rates > 0), started from a log-linear fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ModelError
+
+__all__ = ["Q10Model", "LloydTaylorModel", "DoyClimatology", "fit_predict_site"]
+
+T_REF_K = 283.15
+T0_K = 227.13
+
+
+def _clean(x, y):
+    x = np.asarray(x, dtype="float64").ravel()
+    y = np.asarray(y, dtype="float64").ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    return x[ok], y[ok]
+
+
+class _TempModel:
+    """Shared fitting of a two-parameter temperature response by bounded least squares."""
+
+    _bounds: tuple[tuple[float, float], tuple[float, float]]
+
+    def __init__(self, min_samples: int = 5):
+        self.min_samples = min_samples
+
+    def get_params(self, deep: bool = True):
+        return {"min_samples": self.min_samples}
+
+    def set_params(self, **p):
+        for k, v in p.items():
+            setattr(self, k, v)
+        return self
+
+    def _f(self, theta, t):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _start(self, t, r):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit(self, T, R):
+        """Fit on soil temperature ``T`` (degC) and flux ``R`` (any flux unit); NaN pairs dropped."""
+        from scipy.optimize import least_squares
+
+        t, r = _clean(T, R)
+        if t.size < self.min_samples:
+            raise ModelError(f"{t.size} valid (T, R) pairs, fewer than {self.min_samples}",
+                             where=type(self).__name__, fix="Give more training days.")
+        x0 = np.clip(self._start(t, r), [b[0] + 1e-9 for b in self._bounds],
+                     [b[1] - 1e-9 for b in self._bounds])
+        res = least_squares(lambda th: self._f(th, t) - r, x0,
+                            bounds=([b[0] for b in self._bounds], [b[1] for b in self._bounds]))
+        self.params_ = res.x
+        self.n_train_ = int(t.size)
+        return self
+
+    def predict(self, T):
+        if not hasattr(self, "params_"):
+            raise ModelError("not fitted", where=type(self).__name__, fix="Call fit() first.")
+        return self._f(self.params_, np.asarray(T, dtype="float64"))
+
+
+def _loglinear(t, r):
+    pos = r > 0
+    if pos.sum() >= 2 and np.ptp(t[pos]) > 0:
+        b, a = np.polyfit(t[pos], np.log(r[pos]), 1)
+        return a, b
+    return np.log(max(np.nanmean(r), 1e-6)), 0.0
+
+
+class Q10Model(_TempModel):
+    """``R = R10 * Q10 ** ((T - 10) / 10)``; learned ``R10_``, ``Q10_``."""
+
+    _bounds = ((1e-9, np.inf), (1.0, 10.0))
+
+    def _f(self, theta, t):
+        r10, q10 = theta
+        return r10 * q10 ** ((t - 10.0) / 10.0)
+
+    def _start(self, t, r):
+        a, b = _loglinear(t, r)
+        return np.array([np.exp(a + 10 * b), np.exp(10 * b)])
+
+    @property
+    def R10_(self):
+        return self.params_[0]
+
+    @property
+    def Q10_(self):
+        return self.params_[1]
+
+
+class LloydTaylorModel(_TempModel):
+    """Lloyd-Taylor (1994) Arrhenius-type response; learned ``Rref_`` (at 10 degC), ``E0_`` (K)."""
+
+    _bounds = ((1e-9, np.inf), (0.0, 1000.0))
+
+    def _f(self, theta, t):
+        rref, e0 = theta
+        tk = np.maximum(np.asarray(t, dtype="float64") + 273.15, T0_K + 1.0)  # below T0: undefined
+        return rref * np.exp(e0 * (1.0 / (T_REF_K - T0_K) - 1.0 / (tk - T0_K)))
+
+    def _start(self, t, r):
+        x = 1.0 / (T_REF_K - T0_K) - 1.0 / (np.maximum(t + 273.15, T0_K + 1.0) - T0_K)
+        pos = r > 0
+        if pos.sum() >= 2 and np.ptp(x[pos]) > 0:
+            e0, a = np.polyfit(x[pos], np.log(r[pos]), 1)
+            return np.array([np.exp(a), e0])
+        return np.array([max(np.nanmean(r), 1e-6), 308.56])
+
+    @property
+    def Rref_(self):
+        return self.params_[0]
+
+    @property
+    def E0_(self):
+        return self.params_[1]
+
+
+class DoyClimatology:
+    """Day-of-year mean of the training values, smoothed over a centred circular window.
+
+    Parameters
+    ----------
+    window
+        Width of the centred window in days (odd; 31 by default), wrapping around the year.
+    """
+
+    def __init__(self, window: int = 31):
+        self.window = window
+
+    def get_params(self, deep: bool = True):
+        return {"window": self.window}
+
+    def set_params(self, **p):
+        for k, v in p.items():
+            setattr(self, k, v)
+        return self
+
+    def fit(self, doy, R):
+        """``doy`` day of year (1-366) and values ``R``; NaN pairs dropped."""
+        d, r = _clean(doy, R)
+        if d.size == 0:
+            raise ModelError("no valid training value", where="DoyClimatology",
+                             fix="Give at least one observed day.")
+        d = (np.round(d).astype(int) - 1) % 366
+        sums = np.bincount(d, weights=r, minlength=366)
+        cnts = np.bincount(d, minlength=366).astype(float)
+        half = int(self.window) // 2
+        k = np.ones(2 * half + 1)
+        wrap_s = np.concatenate([sums[-half:], sums, sums[:half]]) if half else sums
+        wrap_c = np.concatenate([cnts[-half:], cnts, cnts[:half]]) if half else cnts
+        s = np.convolve(wrap_s, k, mode="valid")
+        c = np.convolve(wrap_c, k, mode="valid")
+        self.overall_mean_ = float(r.mean())
+        self.table_ = np.where(c > 0, s / np.maximum(c, 1), self.overall_mean_)
+        self.coverage_ = c > 0
+        return self
+
+    def predict(self, doy):
+        if not hasattr(self, "table_"):
+            raise ModelError("not fitted", where="DoyClimatology", fix="Call fit() first.")
+        d = np.asarray(doy, dtype="float64")
+        out = np.full(d.shape, np.nan)
+        ok = np.isfinite(d)
+        out[ok] = self.table_[(np.round(d[ok]).astype(int) - 1) % 366]
+        return out
+
+
+def fit_predict_site(temp, doy, obs, train, *, min_samples: int = 5, window: int = 31):
+    """Fit the three baselines on one site's training days and predict every day.
+
+    Parameters
+    ----------
+    temp
+        Soil temperature (degC) per day.
+    doy
+        Day of year per day.
+    obs
+        Observed flux per day (NaN: not observed).
+    train
+        Bool per day: True on the training part.
+
+    Returns
+    -------
+    dict
+        ``{"q10": pred, "lt": pred, "clim": pred, "params": {...}}``; a temperature model that
+        cannot be fitted (too few pairs) predicts NaN.
+    """
+    temp = np.asarray(temp, dtype="float64")
+    obs = np.asarray(obs, dtype="float64")
+    train = np.asarray(train, dtype=bool)
+    out: dict = {"params": {}}
+    for key, cls in (("q10", Q10Model), ("lt", LloydTaylorModel)):
+        y_tr = np.where(train, obs, np.nan)
+        try:
+            m = cls(min_samples=min_samples).fit(temp, y_tr)
+            out[key] = m.predict(temp)
+            out["params"][key] = [float(v) for v in m.params_]
+        except ModelError:
+            out[key] = np.full(obs.shape, np.nan)
+            out["params"][key] = [np.nan, np.nan]
+    clim = DoyClimatology(window=window).fit(doy, np.where(train, obs, np.nan))
+    out["clim"] = clim.predict(doy)
+    return out
