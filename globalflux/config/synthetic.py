@@ -41,6 +41,11 @@ class SyntheticConfig:
                          min=-180.0, max=180.0, units="degree_east")
     north: float = option(48.0, doc="Latitude of the region's north edge (degrees).",
                           min=-90.0, max=90.0, units="degree_north")
+    sites_file: str | None = option(
+        None, doc="Optional Parquet table with columns site_id, lat, lon (e.g. the output of "
+        "`globalflux sites`; one row per site is used): put the synthetic sites at these "
+        "locations instead of drawing them. Points off the world's land are dropped (logged). "
+        "Relative to the current folder.")
     bbox: tuple[float, float, float, float] | None = option(
         None, doc="Sub-region to map, [west, south, east, north] in degrees; null maps the whole "
         "world. Must overlap the world (west..west+nx*resolution, north-ny*resolution..north).")

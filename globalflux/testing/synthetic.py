@@ -282,13 +282,18 @@ def _blend(zone: np.ndarray, values: np.ndarray, sigma: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- the world
 
 
-def make_world(config: SyntheticConfig | None = None, **overrides: Any) -> World:
+def make_world(config: SyntheticConfig | None = None, *,
+               site_locations: pd.DataFrame | None = None, **overrides: Any) -> World:
     """Build the seeded synthetic world.
 
     Parameters
     ----------
     config
         Settings (defaults: :class:`~globalflux.config.SyntheticConfig`).
+    site_locations
+        Optional table with ``site_id, lat, lon`` (degrees): sites are placed there instead of
+        being drawn (``n_sites`` and ``min_sites_per_zone`` are then not used). Points off the
+        world's land are dropped and listed in ``world.sites.attrs["dropped_sites"]``.
     **overrides
         Fields of the config to change, e.g. ``make_world(ny=64, nx=64, n_sites=30)``.
 
@@ -300,7 +305,7 @@ def make_world(config: SyntheticConfig | None = None, **overrides: Any) -> World
     Raises
     ------
     DataError
-        If the land cannot hold the sites asked for.
+        If the land cannot hold the sites asked for, or no given site location is on land.
     """
     cfg = config if config is not None else SyntheticConfig()
     if overrides:
@@ -497,7 +502,8 @@ def make_world(config: SyntheticConfig | None = None, **overrides: Any) -> World
     )
     truth = _write_crs(truth)
 
-    sites, long = _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto)
+    sites, long = _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto,
+                                site_locations)
 
     ztab = proto[["name", "igbp", "r_ref", "q10", "moist_a", "moist_b", "gpp_gain"]].copy()
     ztab.insert(0, "zone", np.arange(cfg.n_zones))
@@ -518,11 +524,43 @@ def _write_crs(ds: xr.Dataset) -> xr.Dataset:
     return ds.rio.write_crs("EPSG:4326", grid_mapping_name="spatial_ref")
 
 
-def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto):
+def _given_sites(points: pd.DataFrame, grid: GridSpec, land: np.ndarray):
+    """Pixel indices of given site locations on land; the ids of those dropped."""
+    missing = [c for c in ("site_id", "lat", "lon") if c not in points.columns]
+    if missing:
+        raise DataError(f"site locations lack columns {missing}", where="site_locations",
+                        fix="Give a table with site_id, lat and lon (degrees).")
+    pts = points.drop_duplicates("site_id")
+    lat = pd.to_numeric(pts["lat"], errors="coerce").to_numpy(float)
+    lon = pd.to_numeric(pts["lon"], errors="coerce").to_numpy(float)
+    res = grid.resolution
+    ix = np.floor((lon - grid.bbox.west) / res)
+    iy = np.floor((grid.bbox.north - lat) / res)
+    ny, nx = land.shape
+    inside = np.isfinite(ix) & np.isfinite(iy) & (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+    ixc = np.where(inside, ix, 0).astype(int)
+    iyc = np.where(inside, iy, 0).astype(int)
+    ok = inside & land[iyc, ixc]
+    ids = pts["site_id"].astype(str).to_numpy()
+    if not ok.any():
+        W, S, E, N = grid.bbox.as_tuple()
+        raise DataError(
+            f"none of the {len(pts)} site locations lies on the world's land "
+            f"(world [{W:.4f}, {S:.4f}, {E:.4f}, {N:.4f}])", where="site_locations",
+            fix="Move the world (synthetic.west/north) over the sites, or give other sites.")
+    return (iyc[ok], ixc[ok], ids[ok], lat[ok], lon[ok], list(ids[~ok]))
+
+
+def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto,
+                  site_locations=None):
     """Sites on land, uneven records, warm-season bias, log-normal noise -> (sites, long)."""
     ny, nx = zone.shape
     nt = len(starts)
     n_zones = cfg.n_zones
+    if site_locations is not None:
+        iy, ix, site_ids, lat, lon, dropped = _given_sites(site_locations, grid, land)
+        return _observe(rng, cfg, grid, zone, dem, tair, rh, starts, plen, proto,
+                        iy, ix, site_ids.astype(object), lat, lon, dropped)
     # allocate sites to zones by area with a floor
     area = np.array([(zone == z).sum() for z in range(n_zones)], dtype=float)
     want = np.maximum(cfg.min_sites_per_zone, np.round(cfg.n_sites * area / area.sum())).astype(int)
@@ -549,6 +587,16 @@ def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto
     res = grid.resolution
     lat = np.round(grid.y[iy] + rng.uniform(-0.45, 0.45, n_sites) * res, 5)
     lon = np.round(grid.x[ix] + rng.uniform(-0.45, 0.45, n_sites) * res, 5)
+    site_ids = np.array([f"SYN-{k + 1:03d}" for k in range(n_sites)], dtype=object)
+    return _observe(rng, cfg, grid, zone, dem, tair, rh, starts, plen, proto,
+                    iy, ix, site_ids, lat, lon, [])
+
+
+def _observe(rng, cfg, grid, zone, dem, tair, rh, starts, plen, proto, iy, ix, site_ids, lat, lon,
+             dropped):
+    """Records of each site: uneven lengths, warm-season bias, noise -> (sites, long)."""
+    nt = len(starts)
+    n_sites = len(site_ids)
     zs = zone[iy, ix]
     igbp = proto["igbp"].to_numpy()[zs].astype(object)
     swap = rng.random(n_sites) < 0.15  # some sites sit in another land cover than the zone's
@@ -556,7 +604,6 @@ def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto
     automated = rng.random(n_sites) < 0.3
 
     rows = []
-    per_year = 46
     first_l, last_l, nobs_l = [], [], []
     for k in range(n_sites):
         # uneven record lengths: from 6 periods to the whole series, skewed short
@@ -584,9 +631,7 @@ def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto
         first_l.append(starts[idx[0]])
         last_l.append(starts[idx[-1]])
         nobs_l.append(idx.size)
-    del per_year
 
-    site_ids = np.array([f"SYN-{k + 1:03d}" for k in range(n_sites)], dtype=object)
     kk = np.array([r[0] for r in rows])
     tt = np.array([r[1] for r in rows])
     long = pd.DataFrame({
@@ -617,4 +662,5 @@ def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto
         "dataset": pd.Series(["synthetic"] * n_sites, dtype="string"),
     })
     sites.attrs.update(synthetic_attrs())
+    sites.attrs["dropped_sites"] = [str(d) for d in dropped]
     return sites, long

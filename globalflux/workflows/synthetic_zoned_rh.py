@@ -183,8 +183,24 @@ def run(recipe, ctx) -> None:
     attrs = provenance_attrs(recipe=recipe, synthetic=True)
     predictors, factors = list(PREDICTORS), list(FACTORS)
 
+    site_locations = None
+    if cfg_syn.sites_file:
+        from ..io.tables import read_table
+
+        site_locations = read_table(cfg_syn.sites_file)  # a missing file names itself
+
     with timer.step("build the synthetic world"):
-        world = make_world(cfg_syn)
+        try:
+            world = make_world(cfg_syn, site_locations=site_locations)
+        except DataError as exc:
+            if site_locations is None:
+                raise
+            raise DataError(exc.message, where=f"synthetic.sites_file {cfg_syn.sites_file}",
+                            fix=exc.fix) from None
+        if world.sites.attrs.get("dropped_sites"):
+            log.info("%d site(s) of %s are off the world's land and were dropped: %s",
+                     len(world.sites.attrs["dropped_sites"]), cfg_syn.sites_file,
+                     ", ".join(world.sites.attrs["dropped_sites"][:10]))
         log.info("world: %dx%d pixels (%d land), %d periods, %d sites, %d observations",
                  world.config.ny, world.config.nx, int(world.cube["land_mask"].sum()),
                  world.cube.sizes["time"], len(world.sites), len(world.long))
