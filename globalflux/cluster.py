@@ -1,17 +1,55 @@
-"""Dask clients: an existing scheduler (``tcp://host:port``) or a LocalCluster. Never a home-made one."""
+"""Dask clients: an existing scheduler (``tcp://host:port``) or a LocalCluster. Never a home-made one.
+
+``connect(scheduler, mapping=None, *, timeout=None) -> (client, cluster_or_None)``
+    ``scheduler`` None starts a LocalCluster sized by the recipe's ``mapping`` section
+    (``n_workers``, ``threads_per_worker``, ``memory_limit``); an address connects to a running
+    ``dask scheduler`` (any deployment: ``dask scheduler``/``dask worker`` by hand,
+    dask-jobqueue on SLURM/PBS, dask-kubernetes, Coiled; see docs/deployment.md). An address
+    that cannot be reached within ``timeout`` seconds (default ``mapping.scheduler_timeout`` or
+    10 s) raises :class:`~globalflux.errors.SchedulerError` naming it: no hang.
+    The dashboard address is logged and printed.
+
+``describe(client) -> dict``: workers, threads, memory (recorded beside benchmark numbers).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
 
 from .errors import SchedulerError
 
-__all__ = ["connect"]
+__all__ = ["connect", "describe", "check_address"]
 
 log = logging.getLogger("globalflux")
 
+_ADDRESS = re.compile(r"^(tcp|tls|inproc|ws|wss|ucx)://[^\s/:]+(:\d+)?$")
 
-def connect(scheduler: str | None, mapping=None, *, timeout: float = 10.0):
+
+def check_address(scheduler: str) -> str:
+    """Return ``scheduler`` if it looks like ``tcp://HOST:PORT``; else a clear SchedulerError."""
+    text = str(scheduler).strip()
+    if not _ADDRESS.match(text):
+        raise SchedulerError(
+            f"{text!r} is not a scheduler address",
+            where="--scheduler",
+            fix="Write it as tcp://HOST:PORT (the address `dask scheduler` prints), or leave "
+            "out --scheduler to use a LocalCluster.",
+        )
+    return text
+
+
+def _dashboard(client) -> str:
+    link = getattr(client, "dashboard_link", None) or "n/a"
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return f"{link} (install bokeh to serve it)"
+    return link
+
+
+def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None):
     """Return ``(client, cluster_or_None)``.
 
     Parameters
@@ -19,26 +57,35 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float = 10.0):
     scheduler
         Address of a running ``dask scheduler``; None starts a LocalCluster sized by ``mapping``.
     mapping
-        A :class:`globalflux.config.MappingConfig` (workers, threads, memory limit) or None.
+        A :class:`globalflux.config.MappingConfig` (workers, threads, memory limit, scheduler
+        timeout) or None (2 workers x 1 thread, 2 GiB each).
     timeout
-        Seconds to wait for an existing scheduler before failing with a clear error.
+        Seconds to wait for an existing scheduler before failing with a clear error; default
+        ``mapping.scheduler_timeout`` (10 s).
     """
     from distributed import Client, LocalCluster
 
+    if timeout is None:
+        timeout = float(getattr(mapping, "scheduler_timeout", 10.0))
     if scheduler:
+        address = check_address(scheduler)
         try:
-            client = Client(scheduler, timeout=timeout)
-        except (OSError, TimeoutError) as exc:
+            client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
             raise SchedulerError(
                 f"cannot reach the Dask scheduler within {timeout:g} s ({exc.__class__.__name__})",
-                where=scheduler,
+                where=address,
                 fix="Check the address (tcp://HOST:PORT) and that `dask scheduler` is running, "
                 "or leave out --scheduler to use a LocalCluster.",
             ) from None
-        log.info("using Dask scheduler %s (dashboard: %s)", scheduler, client.dashboard_link)
+        info = describe(client)
+        msg = (f"Dask scheduler {address}: {info['workers']} workers, {info['threads']} threads "
+               f"(dashboard: {_dashboard(client)})")
+        log.info(msg)
+        print(f"globalflux: {msg}", file=sys.stderr)
         return client, None
-    n_workers = getattr(mapping, "n_workers", 2)
-    threads = getattr(mapping, "threads_per_worker", 1)
+    n_workers = int(getattr(mapping, "n_workers", 2))
+    threads = int(getattr(mapping, "threads_per_worker", 1))
     memory = getattr(mapping, "memory_limit", "2GiB")
     cluster = LocalCluster(
         n_workers=n_workers,
@@ -46,8 +93,37 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float = 10.0):
         memory_limit=memory,
         processes=True,
         dashboard_address=":0",
+        silence_logs=logging.WARNING,
     )
-    client = Client(cluster)
-    log.info("started LocalCluster: %d workers x %d threads (dashboard: %s)", n_workers, threads,
-             client.dashboard_link)
+    client = Client(cluster, set_as_default=False)
+    msg = (f"started LocalCluster: {n_workers} workers x {threads} threads, {memory} each "
+           f"(dashboard: {_dashboard(client)})")
+    log.info(msg)
+    print(f"globalflux: {msg}", file=sys.stderr)
     return client, cluster
+
+
+def describe(client) -> dict:
+    """Workers, threads and memory limit per worker of a connected client."""
+    if client is None:
+        return {"workers": 0, "threads": 0, "memory_limit": None, "scheduler": "threads"}
+    info = client.scheduler_info(n_workers=-1) if _accepts_n_workers(client) else \
+        client.scheduler_info()
+    workers = info.get("workers", {})
+    threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
+    mem = sorted({int(w.get("memory_limit", 0) or 0) for w in workers.values()})
+    return {
+        "workers": len(workers),
+        "threads": threads,
+        "memory_limit": mem[0] if len(mem) == 1 else mem,
+        "scheduler": info.get("address", "?"),
+    }
+
+
+def _accepts_n_workers(client) -> bool:
+    import inspect
+
+    try:
+        return "n_workers" in inspect.signature(client.scheduler_info).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False

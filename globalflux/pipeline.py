@@ -184,11 +184,23 @@ def run_recipe(
     """Run a (validated) recipe into the folder ``out`` and return it."""
     recipe = resolve_sections(recipe)
     out = Path(out)
-    _prepare_out(recipe, out, resume, overwrite)
+    early = None
+    if scheduler:  # fail fast, before touching --out, on an unreachable scheduler
+        from .cluster import connect
+
+        early = connect(scheduler, getattr(recipe, "mapping", None))
+    try:
+        _prepare_out(recipe, out, resume, overwrite)
+    except BaseException:
+        if early is not None:
+            early[0].close()
+        raise
     handler = logging.FileHandler(out / "log.txt", mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("globalflux").addHandler(handler)
     ctx = RunContext(recipe, out, scheduler=scheduler, resume=resume)
+    if early is not None:
+        ctx._client, ctx._cluster = early
     try:
         from . import __version__
 

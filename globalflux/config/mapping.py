@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ..recipe import option
 
 
 @dataclass(frozen=True)
 class MappingConfig:
-    """Apply models over cube chunks with Dask; write Zarr and COG."""
+    """Apply models over cube chunks with Dask; write Zarr (resumable), COG and STAC."""
 
     n_workers: int = option(2, doc="Workers of the default LocalCluster.", min=1)
     threads_per_worker: int = option(1, doc="Threads per worker of the LocalCluster.", min=1)
     memory_limit: str = option("2GiB", doc="Memory limit per LocalCluster worker.")
+    scheduler_timeout: float = option(
+        10.0, doc="Seconds to wait for an existing --scheduler before failing.", min=0.5, max=600.0
+    )
+    max_graph_tasks: int = option(
+        100_000, doc="Largest Dask graph submitted at once; more blocks go in batches.", min=100
+    )
+    progress: bool = option(True, doc="Log a progress bar (blocks done, rate, ETA) while mapping.")
     cog: bool = option(True, doc="Also write one Cloud-Optimized GeoTIFF per time step.")
+    cog_per: Literal["step", "stack"] = option(
+        "step", doc="COG layout: one file per time step, or one band stack per variable."
+    )
+    cog_overviews: bool = option(True, doc="Build internal COG overviews (nearest resampling).")
+    catalog: bool = option(True, doc="Write a STAC Collection + Items describing the COGs and Zarr.")
