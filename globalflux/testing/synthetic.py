@@ -350,7 +350,7 @@ def make_world(config: SyntheticConfig | None = None, *,
     # ---- 8-day calendar -------------------------------------------------------------------
     starts = modis_8day_periods(f"{cfg.year}-01-01", f"{cfg.year + cfg.n_years - 1}-12-31")
     plen = period_lengths(starts)
-    doy_mid = starts.dayofyear.to_numpy() + (plen - 1) / 2.0
+    doy_mid = starts.day_of_year.to_numpy() + (plen - 1) / 2.0
     nt = len(starts)
     season = -np.cos(2 * np.pi * (doy_mid - 15.0) / 365.25)  # -1 mid-January, +1 mid-July
     # weather: AR(1) anomalies on two large-scale spatial patterns
