@@ -102,8 +102,12 @@ def _block_mode(block: np.ndarray, axis, nodata=None) -> np.ndarray:
 
     Cells whose fine pixels are all ``nodata`` get ``nodata``.
     """
-    if block.dtype.kind == "u" and block.dtype.itemsize == 1:
-        present = np.flatnonzero(np.bincount(block.ravel(), minlength=256))
+    if block.dtype.kind in "ub" and block.size:
+        # small integer classes: scan the value range (np.unique/bincount are slower here)
+        lo, hi = int(block.min()), int(block.max())
+        if nodata is not None and hi == nodata:
+            hi = int(np.where(block == nodata, lo, block).max())
+        present = range(lo, hi + 1) if hi - lo < 64 else np.unique(block)
     else:
         present = np.unique(block)
     shape = [s for i, s in enumerate(block.shape) if i not in axis]
