@@ -1,0 +1,669 @@
+"""Zoned random forests (Zhu et al. 2024) and the unified baseline, as scikit-learn estimators.
+
+:class:`ZonedForestRegressor` labels every site with an environmentally similar zone
+(:class:`globalflux.zones.ZoneClassifier`, fitted on one row of zone factors per site) and fits
+one random forest per zone; :class:`UnifiedForestRegressor` applies the same feature steps to
+all sites with one forest, the baseline always reported beside the zoned model.
+
+Feature steps, per zone (or once for the unified forest), on the training rows only:
+
+1. Drop constant predictors, then predictors correlated above ``corr_threshold`` in absolute
+   Pearson r (pairwise complete observations): of the most correlated pair, the predictor with
+   the larger mean |r| to the others goes first, and the search repeats (as caret's
+   ``findCorrelation``; Zhu et al. 2024 used |r| > 0.9).
+2. Importance-based backward elimination (``eliminate=True``): fit a forest, drop the predictor
+   with the lowest impurity importance (mean decrease in squared error), and keep the smaller
+   set while the inner cross-validated R2 does not drop. The inner validation is grouped by
+   site on the training sites only: leave-one-site-out (``inner_cv="loso"``) or grouped
+   K-fold (``inner_cv=K``). Elimination stops at ``min_features`` predictors.
+3. A final forest on the chosen predictors.
+
+Too few sites in a zone: a zone with fewer than ``min_zone_sites`` training sites gets no
+forest of its own; its rows are predicted by a forest fitted (with the same feature steps) on
+all training sites, the zone is listed in ``fallback_zones_`` and the decision is logged and
+recorded in ``notes_``. Fewer sites than zones is a :class:`~globalflux.zones.ZoneFitError`.
+
+Uncertainty: the spread of the individual trees' predictions (:meth:`predict_std`,
+:meth:`predict_quantiles`). This is the forest's own sampling spread (bootstrap and feature
+subsampling), not a calibrated prediction interval.
+
+References
+----------
+Breiman, L. (2001), Random forests, Machine Learning 45, 5-32. Zhu et al. (2024), zoned random
+forests for heterotrophic respiration (zones, |r| > 0.9 filter, per-zone variable selection,
+their Table I). Kuhn, M., caret ``findCorrelation``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..errors import DataError, ModelError
+
+__all__ = [
+    "ZonedForestRegressor",
+    "UnifiedForestRegressor",
+    "correlation_filter",
+    "select_features",
+    "make_forest",
+    "tree_predictions",
+    "selection_table",
+]
+
+log = logging.getLogger("globalflux.forest")
+
+ENGINES = ("sklearn",)
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+# --------------------------------------------------------------------------------------------
+def make_forest(engine: str = "sklearn", *, n_estimators: int = 100, max_features: float = 1 / 3,
+                min_samples_leaf: int = 1, random_state: Any = 0, n_jobs: int = 1):
+    """A random forest regressor of the given engine.
+
+    ``"sklearn"`` is :class:`sklearn.ensemble.RandomForestRegressor`. Any other engine is routed
+    to ``globalflux.models.fast.make_forest`` when that module exists.
+    """
+    if engine == "sklearn":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=n_estimators, max_features=max_features,
+                                     min_samples_leaf=min_samples_leaf, random_state=random_state,
+                                     n_jobs=n_jobs)
+    try:
+        from . import fast  # type: ignore[attr-defined]
+    except ImportError:
+        raise ModelError(f"forest engine {engine!r} is not available", where="forest.engine",
+                         fix="Use engine 'sklearn'.") from None
+    return fast.make_forest(engine, n_estimators=n_estimators, max_features=max_features,
+                            min_samples_leaf=min_samples_leaf, random_state=random_state,
+                            n_jobs=n_jobs)
+
+
+def tree_predictions(forest, X: np.ndarray) -> np.ndarray:
+    """Predictions of every tree, shape (n_trees, n_samples)."""
+    trees = getattr(forest, "estimators_", None)
+    if trees is not None:
+        return np.stack([t.predict(X) for t in trees])
+    per_tree = getattr(forest, "predict_trees", None)
+    if callable(per_tree):
+        return np.asarray(per_tree(X))
+    raise ModelError(f"{type(forest).__name__} exposes no per-tree predictions",
+                     where="forest.engine", fix="Use engine 'sklearn' for uncertainty bands.")
+
+
+def correlation_filter(X: pd.DataFrame, threshold: float = 0.9) -> list[str]:
+    """Predictors kept after dropping constant ones and those correlated above ``threshold``.
+
+    Of the pair with the largest |r| (Pearson, pairwise complete), the one with the larger mean
+    |r| to all others is dropped (ties: the later column); repeat until no |r| > threshold.
+    """
+    cols = [c for c in X.columns if X[c].notna().sum() >= 2 and X[c].nunique(dropna=True) > 1]
+    if len(cols) < 2:
+        return cols
+    r = X[cols].astype("float64").corr().abs().to_numpy().copy()
+    np.fill_diagonal(r, 0.0)
+    r = np.nan_to_num(r, nan=0.0)
+    keep = list(range(len(cols)))
+    while len(keep) > 1:
+        sub = r[np.ix_(keep, keep)]
+        i, j = np.unravel_index(np.argmax(sub), sub.shape)
+        if sub[i, j] <= threshold:
+            break
+        mean_i, mean_j = sub[i].mean(), sub[j].mean()
+        drop = i if mean_i > mean_j else (j if mean_j > mean_i else max(i, j))
+        keep.pop(int(drop))
+    return [cols[k] for k in keep]
+
+
+def _site_folds(groups: np.ndarray, inner_cv: str | int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped folds over sites: leave-one-site-out or grouped K-fold."""
+    sites = pd.unique(groups)
+    if inner_cv == "loso" or int(inner_cv) >= len(sites):
+        return [(np.flatnonzero(groups != s), np.flatnonzero(groups == s)) for s in sites]
+    from sklearn.model_selection import GroupKFold
+
+    return list(GroupKFold(n_splits=int(inner_cv)).split(np.zeros(len(groups)), groups=groups))
+
+
+def _cv_r2(factory: Callable[[], Any], X: np.ndarray, y: np.ndarray, groups: np.ndarray,
+           inner_cv: str | int) -> float:
+    """Pooled out-of-fold R2 over grouped folds."""
+    from ..metrics import r2
+
+    pred = np.full(len(y), np.nan)
+    for tr, te in _site_folds(groups, inner_cv):
+        pred[te] = factory().fit(X[tr], y[tr]).predict(X[te])
+    return r2(y, pred)
+
+
+def select_features(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    groups: np.ndarray,
+    *,
+    factory: Callable[[], Any],
+    corr_threshold: float = 0.9,
+    eliminate: bool = True,
+    min_features: int = 3,
+    inner_cv: str | int = "loso",
+) -> tuple[list[str], pd.DataFrame]:
+    """Correlation filter, then importance-based backward elimination while the inner
+    grouped-CV R2 does not drop.
+
+    Parameters
+    ----------
+    X, y, groups
+        Training rows of one zone (predictor table, target, site of each row).
+    factory
+        Returns a fresh, unfitted forest (with ``feature_importances_`` after fit).
+    corr_threshold, eliminate, min_features, inner_cv
+        See :class:`ZonedForestRegressor`.
+
+    Returns
+    -------
+    features
+        The chosen predictors, most important first.
+    history
+        One row per elimination step: ``n_features, dropped, score, accepted``.
+    """
+    feats = correlation_filter(X, corr_threshold)
+    if not feats:
+        raise DataError("no usable predictor (all constant or empty)", where="forest predictors",
+                        fix="Give predictors that vary between the training rows.")
+    history: list[dict[str, Any]] = []
+    n_sites = len(pd.unique(groups))
+
+    def fit_importance(cols: list[str]) -> pd.Series:
+        f = factory().fit(X[cols].to_numpy(dtype="float64"), y)
+        return pd.Series(f.feature_importances_, index=cols)
+
+    if eliminate and len(feats) > min_features and n_sites >= 3:
+        score = _cv_r2(factory, X[feats].to_numpy(dtype="float64"), y, groups, inner_cv)
+        history.append({"n_features": len(feats), "dropped": "", "score": score, "accepted": True})
+        while len(feats) > min_features and np.isfinite(score):
+            imp = fit_importance(feats)
+            weakest = str(imp.idxmin())
+            trial = [c for c in feats if c != weakest]
+            new = _cv_r2(factory, X[trial].to_numpy(dtype="float64"), y, groups, inner_cv)
+            ok = bool(np.isfinite(new) and new >= score)
+            history.append({"n_features": len(trial), "dropped": weakest, "score": new,
+                            "accepted": ok})
+            if not ok:
+                break
+            feats, score = trial, new
+    imp = fit_importance(feats)
+    feats = list(imp.sort_values(ascending=False, kind="mergesort").index)
+    return feats, pd.DataFrame(history, columns=["n_features", "dropped", "score", "accepted"])
+
+
+class _FittedForest:
+    """One forest with its chosen predictors (internal)."""
+
+    def __init__(self, features: list[str], forest: Any, importances: pd.Series,
+                 history: pd.DataFrame, n_sites: int, n_rows: int):
+        self.features = features
+        self.forest = forest
+        self.importances = importances
+        self.history = history
+        self.n_sites = n_sites
+        self.n_rows = n_rows
+
+    def matrix(self, X: pd.DataFrame) -> np.ndarray:
+        return X[self.features].to_numpy(dtype="float64")
+
+
+# --------------------------------------------------------------------------------------------
+# shared estimator machinery
+# --------------------------------------------------------------------------------------------
+class _ForestBase(RegressorMixin, BaseEstimator):
+    """Input handling, feature steps and per-tree spread shared by both estimators."""
+
+    # ---- input -----------------------------------------------------------------------------
+    def _frame(self, X, y=None, *, reset: bool):
+        if y is None and reset:
+            X, y = validate_data(self, X, y, reset=True, ensure_all_finite="allow-nan",
+                                 y_numeric=True)
+        elif reset:
+            X, y = validate_data(self, X, y, reset=True, ensure_all_finite="allow-nan",
+                                 y_numeric=True)
+        else:
+            X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
+        names = getattr(self, "feature_names_in_", None)
+        cols = [str(c) for c in names] if names is not None else [f"x{i}" for i in range(X.shape[1])]
+        frame = pd.DataFrame(np.asarray(X, dtype="float64"), columns=cols)
+        return (frame, None if y is None else np.asarray(y, dtype="float64"))
+
+    def _resolve(self, spec, columns: list[str], key: str) -> list[str]:
+        if spec is None:
+            return list(columns)
+        if isinstance(spec, str):
+            spec = [spec]
+        out = []
+        for item in spec:
+            if isinstance(item, int | np.integer) and not isinstance(item, bool):
+                if not 0 <= int(item) < len(columns):
+                    raise DataError(f"column index {item} is out of range ({len(columns)} columns)",
+                                    where=f"forest.{key}", fix="Give column names or valid indices.")
+                out.append(columns[int(item)])
+            elif str(item) in columns:
+                out.append(str(item))
+            else:
+                raise DataError(f"column {item!r} is not in the training table",
+                                where=f"forest.{key}",
+                                fix=f"Use some of the table's columns: {', '.join(columns)}.")
+        if not out:
+            raise DataError("no columns given", where=f"forest.{key}",
+                            fix="Name at least one column (or null for all columns).")
+        return out
+
+    def _groups(self, groups, n: int) -> np.ndarray:
+        if groups is None:
+            return np.arange(n).astype(str)
+        g = np.asarray(groups).astype(str)
+        if g.shape != (n,):
+            raise DataError(f"{g.size} site ids for {n} rows", where="groups",
+                            fix="Pass one site id per row of X (groups=site_id).")
+        return g
+
+    def _check_params(self) -> None:
+        if self.engine not in ENGINES:
+            try:
+                from . import fast  # type: ignore[attr-defined]  # noqa: F401
+            except ImportError:
+                raise ModelError(f"forest engine {self.engine!r} is not available",
+                                 where="forest.engine", fix="Use engine 'sklearn'.") from None
+        if not (self.inner_cv == "loso" or (isinstance(self.inner_cv, int | np.integer)
+                                            and int(self.inner_cv) >= 2)):
+            raise ModelError(f"inner_cv={self.inner_cv!r}", where="forest.inner_cv",
+                             fix="Use 'loso' or a number of grouped folds >= 2.")
+        if int(self.min_features) < 1:
+            raise ModelError(f"min_features={self.min_features!r}", where="forest.min_features",
+                             fix="Keep at least 1 predictor.")
+
+    def _factory(self, n_estimators: int | None = None) -> Callable[[], Any]:
+        return _ForestFactory(self.engine, n_estimators or self.n_estimators, self.max_features,
+                              self.min_samples_leaf, self.random_state, self.n_jobs)
+
+    def _fit_one(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray,
+                 predictors: list[str]) -> _FittedForest:
+        sel_trees = self.selection_n_estimators or self.n_estimators
+        feats, history = select_features(
+            X[predictors], y, groups, factory=self._factory(sel_trees),
+            corr_threshold=self.corr_threshold, eliminate=self.eliminate,
+            min_features=int(self.min_features), inner_cv=self.inner_cv,
+        )
+        forest = self._factory()().fit(X[feats].to_numpy(dtype="float64"), y)
+        imp = pd.Series(np.asarray(forest.feature_importances_, dtype="float64"), index=feats)
+        return _FittedForest(feats, forest, imp, history, len(pd.unique(groups)), len(y))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+class _ForestFactory:
+    """Picklable forest factory (module-level class, no lambdas)."""
+
+    def __init__(self, engine, n_estimators, max_features, min_samples_leaf, random_state, n_jobs):
+        self.kw = dict(n_estimators=n_estimators, max_features=max_features,
+                       min_samples_leaf=min_samples_leaf, random_state=random_state, n_jobs=n_jobs)
+        self.engine = engine
+
+    def __call__(self):
+        return make_forest(self.engine, **self.kw)
+
+
+_PARAM_DOC = """
+    predictors
+        Candidate predictor columns (names or indices); None: every column of X (zone factors
+        included).
+    n_estimators
+        Trees per forest.
+    max_features
+        Share of predictors tried at each split (1/3: R randomForest's regression default).
+    min_samples_leaf
+        Minimum rows per leaf.
+    corr_threshold
+        Drop predictors correlated above this |r| (Zhu et al. 2024: 0.9).
+    eliminate
+        Importance-based backward elimination while the inner grouped-CV R2 does not drop.
+    min_features
+        Elimination stops at this many predictors.
+    inner_cv
+        Inner validation of the elimination, grouped by site on the training sites only:
+        ``"loso"`` or a number K of grouped folds.
+    selection_n_estimators
+        Trees of the forests fitted during elimination (None: ``n_estimators``).
+    engine
+        Forest implementation: ``"sklearn"`` (RandomForestRegressor); other engines through
+        ``globalflux.models.fast`` when present.
+    n_jobs
+        Threads per forest.
+    random_state
+        Seed of every forest.
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# the estimators
+# --------------------------------------------------------------------------------------------
+class ZonedForestRegressor(_ForestBase):
+    """One random forest per environmentally similar zone (Zhu et al. 2024).
+
+    Parameters
+    ----------
+    zone_factors
+        Columns of X holding the zone factors (names or indices); None: every column.
+    zone_classifier
+        An unfitted :class:`globalflux.zones.ZoneClassifier` (cloned); None: the default one.
+    min_zone_sites
+        A zone with fewer training sites is predicted by a forest on all sites (see module
+        docstring); it is listed in ``fallback_zones_``.
+    """
+
+    __doc__ = (__doc__ or "") + _PARAM_DOC + """
+    Attributes
+    ----------
+    zone_classifier_ : ZoneClassifier
+        Fitted on one row of mean zone factors per training site.
+    site_zones_ : pandas.Series
+        Zone of each training site.
+    zones_ : list of int
+        Zones that have their own forest.
+    fallback_zones_ : list of int
+        Zones predicted by the all-sites forest (too few sites).
+    selected_features_ : dict int -> list of str
+        Chosen predictors per zone (most important first).
+    feature_importances_ : dict int -> pandas.Series
+        Impurity importances of each zone's final forest.
+    selection_history_ : dict int -> DataFrame
+        Elimination steps per zone (n_features, dropped, score, accepted).
+    table_selected_ : DataFrame
+        Like Zhu et al.'s Table I: one row per candidate predictor, one column per zone, the
+        importance rank (1 = most important) where chosen and empty otherwise.
+    n_sites_per_zone_ : dict int -> int
+    notes_ : list of str
+        Decisions worth reporting (fallbacks, skipped elimination).
+    """
+
+    def __init__(
+        self,
+        zone_factors: Sequence[str | int] | None = None,
+        zone_classifier: Any = None,
+        predictors: Sequence[str | int] | None = None,
+        n_estimators: int = 100,
+        max_features: float = 1 / 3,
+        min_samples_leaf: int = 1,
+        corr_threshold: float = 0.9,
+        eliminate: bool = True,
+        min_features: int = 3,
+        inner_cv: str | int = "loso",
+        selection_n_estimators: int | None = None,
+        min_zone_sites: int = 5,
+        engine: str = "sklearn",
+        n_jobs: int = 1,
+        random_state: Any = 0,
+    ):
+        self.zone_factors = zone_factors
+        self.zone_classifier = zone_classifier
+        self.predictors = predictors
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.corr_threshold = corr_threshold
+        self.eliminate = eliminate
+        self.min_features = min_features
+        self.inner_cv = inner_cv
+        self.selection_n_estimators = selection_n_estimators
+        self.min_zone_sites = min_zone_sites
+        self.engine = engine
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def fit(self, X, y, groups=None):
+        """Fit the zones on per-site factor rows, then one forest per zone.
+
+        Parameters
+        ----------
+        X
+            Table with predictor and zone-factor columns (DataFrame or array).
+        y
+            Target (e.g. RH in g C m-2 yr-1).
+        groups
+            Site id of each row; None treats every row as its own site.
+        """
+        from ..zones import ZoneClassifier
+
+        self._check_params()
+        frame, yv = self._frame(X, y, reset=True)
+        cols = list(frame.columns)
+        factors = self._resolve(self.zone_factors, cols, "zone_factors")
+        predictors = self._resolve(self.predictors, cols, "predictors")
+        g = self._groups(groups, len(frame))
+        bad = [c for c in factors if not np.isfinite(frame[c].to_numpy()).all()]
+        if bad:
+            n_bad = int((~np.isfinite(frame[bad].to_numpy())).any(axis=1).sum())
+            raise DataError(f"zone factor(s) {bad} are missing in {n_bad} row(s)",
+                            where="zone factors",
+                            fix="Drop those rows or fill the factors before fitting.")
+        site_factors = frame[factors].groupby(g, sort=True).mean()
+        zc = clone(self.zone_classifier) if self.zone_classifier is not None else ZoneClassifier()
+        zc.fit(site_factors)
+        site_zone = pd.Series(zc.labels_, index=site_factors.index.astype(str), name="zone")
+        row_zone = site_zone.reindex(g).to_numpy()
+        self.zone_classifier_ = zc
+        self.zone_factors_ = factors
+        self.predictors_ = predictors
+        self.site_zones_ = site_zone
+        self.n_sites_per_zone_ = {int(z): int((site_zone == z).sum()) for z in range(zc.n_zones)}
+        self.models_: dict[int, _FittedForest] = {}
+        self.fallback_zones_: list[int] = []
+        self.notes_: list[str] = []
+        for z in range(int(zc.n_zones)):
+            rows = row_zone == z
+            n_sites = self.n_sites_per_zone_[z]
+            if n_sites < max(int(self.min_zone_sites), 1):
+                self.fallback_zones_.append(z)
+                note = (f"zone {z} has {n_sites} training site(s) (< min_zone_sites="
+                        f"{self.min_zone_sites}); its rows are predicted by the all-sites forest")
+                self.notes_.append(note)
+                log.info(note)
+                continue
+            self.models_[z] = self._fit_one(frame.loc[rows].reset_index(drop=True), yv[rows],
+                                            g[rows], predictors)
+        if self.fallback_zones_:
+            self.fallback_ = self._fit_one(frame, yv, g, predictors)
+        else:
+            self.fallback_ = None
+        self.zones_ = sorted(self.models_)
+        self.selected_features_ = {z: list(m.features) for z, m in self.models_.items()}
+        self.feature_importances_ = {z: m.importances for z, m in self.models_.items()}
+        self.selection_history_ = {z: m.history for z, m in self.models_.items()}
+        self.table_selected_ = selection_table(
+            {f"zone {z}": m.importances for z, m in self.models_.items()}, predictors)
+        return self
+
+    def predict_zone(self, X) -> np.ndarray:
+        """Zone of each row from its own zone factors."""
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        return self._zones_of(frame)
+
+    def _zones_of(self, frame: pd.DataFrame) -> np.ndarray:
+        F = frame[self.zone_factors_]
+        ok = np.isfinite(F.to_numpy()).all(axis=1)
+        z = np.full(len(frame), -1, dtype="int64")
+        if ok.any():
+            z[ok] = self.zone_classifier_.predict(F.loc[ok])
+        return z
+
+    def _apply(self, X, fn: Callable[[_FittedForest, np.ndarray], np.ndarray], width: int = 0):
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        zones = self._zones_of(frame)
+        shape = (len(frame),) if width == 0 else (len(frame), width)
+        out = np.full(shape, np.nan)
+        for z in np.unique(zones):
+            if z < 0:
+                continue  # rows without zone factors: NaN
+            model = self.models_.get(int(z), self.fallback_)
+            if model is None:  # pragma: no cover - every zone has a model or the fallback
+                continue
+            rows = zones == z
+            out[rows] = fn(model, model.matrix(frame.loc[rows]))
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """Prediction of each row by its zone's forest (NaN where a zone factor is missing)."""
+        return self._apply(X, _predict_mean)
+
+    def predict_std(self, X) -> np.ndarray:
+        """Standard deviation of the individual trees' predictions (the forest's spread)."""
+        return self._apply(X, _predict_std)
+
+    def predict_quantiles(self, X, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> np.ndarray:
+        """Quantiles of the individual trees' predictions, shape (n_samples, len(quantiles))."""
+        q = _check_quantiles(quantiles)
+        return self._apply(X, _QuantileFn(q), width=len(q))
+
+
+class UnifiedForestRegressor(_ForestBase):
+    """The unified baseline: the same feature steps as the zoned forest, one forest for all sites.
+
+    Parameters
+    ----------
+    zone_factors
+        Accepted so that zoned and unified forests take the same arguments; no zones are made.
+        With ``predictors=None`` every column (zone factors included) is a candidate predictor.
+    """
+
+    __doc__ = (__doc__ or "") + _PARAM_DOC + """
+    Attributes
+    ----------
+    selected_features_ : list of str
+    feature_importances_ : pandas.Series
+    selection_history_ : DataFrame
+    table_selected_ : DataFrame
+        One column ``unified`` with the importance rank of each chosen predictor.
+    """
+
+    def __init__(
+        self,
+        zone_factors: Sequence[str | int] | None = None,
+        predictors: Sequence[str | int] | None = None,
+        n_estimators: int = 100,
+        max_features: float = 1 / 3,
+        min_samples_leaf: int = 1,
+        corr_threshold: float = 0.9,
+        eliminate: bool = True,
+        min_features: int = 3,
+        inner_cv: str | int = "loso",
+        selection_n_estimators: int | None = None,
+        engine: str = "sklearn",
+        n_jobs: int = 1,
+        random_state: Any = 0,
+    ):
+        self.zone_factors = zone_factors
+        self.predictors = predictors
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.corr_threshold = corr_threshold
+        self.eliminate = eliminate
+        self.min_features = min_features
+        self.inner_cv = inner_cv
+        self.selection_n_estimators = selection_n_estimators
+        self.engine = engine
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def fit(self, X, y, groups=None):
+        """Fit the feature steps and one forest on all rows (``groups``: site of each row)."""
+        self._check_params()
+        frame, yv = self._frame(X, y, reset=True)
+        cols = list(frame.columns)
+        predictors = self._resolve(self.predictors, cols, "predictors")
+        if self.zone_factors is not None:
+            self._resolve(self.zone_factors, cols, "zone_factors")  # same checks as zoned
+        g = self._groups(groups, len(frame))
+        self.predictors_ = predictors
+        self.model_ = self._fit_one(frame, yv, g, predictors)
+        self.selected_features_ = list(self.model_.features)
+        self.feature_importances_ = self.model_.importances
+        self.selection_history_ = self.model_.history
+        self.table_selected_ = selection_table({"unified": self.model_.importances}, predictors)
+        return self
+
+    def _apply(self, X, fn, width: int = 0):
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        return fn(self.model_, self.model_.matrix(frame))
+
+    def predict(self, X) -> np.ndarray:
+        """Prediction of the single forest."""
+        return self._apply(X, _predict_mean)
+
+    def predict_std(self, X) -> np.ndarray:
+        """Standard deviation of the individual trees' predictions."""
+        return self._apply(X, _predict_std)
+
+    def predict_quantiles(self, X, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> np.ndarray:
+        """Quantiles of the individual trees' predictions, shape (n_samples, len(quantiles))."""
+        q = _check_quantiles(quantiles)
+        return self._apply(X, _QuantileFn(q), width=len(q))
+
+
+# --------------------------------------------------------------------------------------------
+# helpers (module level: picklable)
+# --------------------------------------------------------------------------------------------
+def _predict_mean(model: _FittedForest, M: np.ndarray) -> np.ndarray:
+    return np.asarray(model.forest.predict(M), dtype="float64")
+
+
+def _predict_std(model: _FittedForest, M: np.ndarray) -> np.ndarray:
+    return tree_predictions(model.forest, M).std(axis=0)
+
+
+class _QuantileFn:
+    def __init__(self, q: np.ndarray):
+        self.q = q
+
+    def __call__(self, model: _FittedForest, M: np.ndarray) -> np.ndarray:
+        return np.quantile(tree_predictions(model.forest, M), self.q, axis=0).T
+
+
+def _check_quantiles(quantiles: Sequence[float]) -> np.ndarray:
+    q = np.asarray(list(quantiles), dtype="float64")
+    if q.ndim != 1 or q.size == 0 or ((q < 0) | (q > 1)).any():
+        raise ModelError(f"quantiles {list(quantiles)!r}", where="predict_quantiles",
+                         fix="Give quantiles between 0 and 1, e.g. (0.05, 0.5, 0.95).")
+    return q
+
+
+def selection_table(importances: dict[str, pd.Series], candidates: Sequence[str]) -> pd.DataFrame:
+    """Table I of Zhu et al. (2024) style: candidate predictors x models, importance rank where
+    chosen (1 = most important), ``<NA>`` where not chosen; column ``n_models`` counts choices.
+
+    Parameters
+    ----------
+    importances
+        Model name (``"zone 0"``, ``"unified"``) -> importances of its chosen predictors.
+    candidates
+        Every candidate predictor (the table's rows, in this order).
+    """
+    table = pd.DataFrame(index=pd.Index([str(c) for c in candidates], name="predictor"))
+    for name, imp in importances.items():
+        rank = imp.rank(ascending=False, method="first").astype("int64")
+        table[name] = rank.reindex(table.index).astype("Int64")
+    table["n_models"] = table.notna().sum(axis=1).astype("int64")
+    return table
