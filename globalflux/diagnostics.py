@@ -9,6 +9,11 @@
   mean of a centred ``window``-day (30) window.
 * :func:`value_classes`: each site's observed values split into bottom 5% / middle 90% / top 5%
   by that site's own quantiles; :func:`score_by_class` scores predictions within each class.
+
+The evaluation protocol of Smykalov et al. is here too: :func:`temporal_split` (each site split
+in time at 80% of its own observed days), :func:`site_scores` (NSE, KGE, r on train and test)
+and :func:`skill_class` (good: test NSE > 0.5 and KGE > 0.3; poor: NSE < 0.3 or KGE < 0.0;
+fair otherwise).
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ __all__ = [
     "value_classes",
     "score_by_class",
     "CLASSES",
+    "temporal_split",
+    "site_scores",
+    "skill_class",
+    "PAPER_MEDIANS",
 ]
+
+#: test-period medians over sites reported by Smykalov et al. for their global LSTM
+PAPER_MEDIANS = {"nse_test": 0.02, "kge_test": 0.30}
 
 CLASSES = ("bottom5", "middle90", "top5")
 
@@ -136,3 +148,50 @@ def score_by_class(obs, sim, labels, extra_masks: Mapping[str, np.ndarray] | Non
         rows.append({"class": name, "n": summ["n"], "rmse": summ["rmse"], "bias": summ["bias"],
                      "nse": summ["nse"], "kge": summ["kge"], "r": summ["r"]})
     return pd.DataFrame(rows)
+
+
+def temporal_split(obs, fraction: float = 0.8) -> np.ndarray:
+    """True for the training part of one site's daily series: days up to and including the
+    observed day at position ``round(fraction * n_obs)`` (in time); the rest is the test part.
+
+    ``obs`` is the site's daily target (NaN = not observed). The split is by the site's own
+    observed days, so gaps do not shift it. With fewer than 2 observed days everything trains.
+    """
+    o = np.asarray(obs, dtype="float64").ravel()
+    idx = np.flatnonzero(np.isfinite(o))
+    train = np.zeros(o.shape, dtype=bool)
+    if idx.size < 2:
+        train[:] = True
+        return train
+    n_train = int(round(fraction * idx.size))
+    n_train = min(max(n_train, 1), idx.size - 1)
+    train[: idx[n_train - 1] + 1] = True
+    return train
+
+
+def site_scores(obs, sim, train, prefix: str = "") -> dict[str, float]:
+    """NSE, KGE (Gupta et al. 2009) and Pearson r of one site on its train and test parts.
+
+    Returns ``{prefix+"nse_train", prefix+"nse_test", prefix+"kge_train", ..., "r_test"}``.
+    """
+    o = np.asarray(obs, dtype="float64").ravel()
+    s = np.asarray(sim, dtype="float64").ravel()
+    tr = np.asarray(train, dtype=bool).ravel()
+    out = {}
+    for part, sel in (("train", tr), ("test", ~tr)):
+        out[f"{prefix}nse_{part}"] = metrics.nse(o[sel], s[sel])
+        out[f"{prefix}kge_{part}"] = metrics.kge(o[sel], s[sel])
+        out[f"{prefix}r_{part}"] = metrics.pearson_r(o[sel], s[sel])
+    return out
+
+
+def skill_class(nse, kge) -> np.ndarray:
+    """Smykalov et al.'s classes: ``good`` (NSE > 0.5 and KGE > 0.3), ``poor`` (NSE < 0.3 or
+    KGE < 0.0), ``fair`` otherwise; ``n/a`` where either is NaN."""
+    n = np.asarray(nse, dtype="float64")
+    k = np.asarray(kge, dtype="float64")
+    out = np.full(n.shape, "fair", dtype=object)
+    out[(n < 0.3) | (k < 0.0)] = "poor"
+    out[(n > 0.5) & (k > 0.3)] = "good"
+    out[~(np.isfinite(n) & np.isfinite(k))] = "n/a"
+    return out

@@ -75,3 +75,30 @@ def test_value_classes_and_scores():
     assert sc.loc["top5", "bias"] == pytest.approx(-10)
     assert sc.loc["middle90", "rmse"] == 0.0
     assert sc.loc["all", "n"] == 99
+
+
+def test_temporal_split_at_80_percent_of_own_observed_days():
+    from globalflux.diagnostics import temporal_split
+
+    obs = np.full(30, np.nan)
+    obs[[2, 3, 5, 8, 9, 10, 20, 21, 22, 29]] = 1.0  # 10 observed days
+    tr = temporal_split(obs, 0.8)
+    # the 8th observed day is index 21: train up to and including it
+    assert tr[:22].all() and not tr[22:].any()
+    assert np.isfinite(obs[tr]).sum() == 8 and np.isfinite(obs[~tr]).sum() == 2
+    assert temporal_split([1.0], 0.8).all()
+
+
+def test_site_scores_and_skill_classes():
+    from globalflux.diagnostics import site_scores, skill_class
+    from globalflux.metrics import kge, nse
+
+    rng = np.random.default_rng(3)
+    obs = rng.normal(5, 1, 100)
+    sim = obs + rng.normal(0, 0.5, 100)
+    tr = np.arange(100) < 80
+    sc = site_scores(obs, sim, tr, prefix="lstm_")
+    assert sc["lstm_nse_test"] == pytest.approx(nse(obs[80:], sim[80:]))
+    assert sc["lstm_kge_train"] == pytest.approx(kge(obs[:80], sim[:80]))
+    cls = skill_class([0.6, 0.6, 0.4, 0.2, 0.9, np.nan], [0.5, 0.2, 0.5, 0.9, -0.1, 0.5])
+    assert list(cls) == ["good", "fair", "fair", "poor", "poor", "n/a"]

@@ -1,0 +1,378 @@
+"""Workflow ``cosore_efflux_daily``: one global LSTM for daily soil CO2 efflux on COSORE sites.
+
+Stages (Smykalov et al. protocol): read COSORE Rs ports with in-situ soil temperature and
+moisture (daily, local days) -> static attributes (lat, lon, elevation, IGBP one-hot, MAT/MAP/SOC
+sampled from the 0.5 deg static grids) -> per-site temporal split at 80% of its own observed
+days -> LSTM trained on the training parts only (scalers too) -> sequence-to-sequence prediction
+of every site's whole series -> Q10, Lloyd-Taylor and day-of-year climatology baselines fitted
+on the same training parts -> per-site NSE/KGE/r, classes, diagnostics, figures, report.
+
+IGBP is encoded one-hot (``igbp_<CLASS>`` 0/1 columns over the classes of the modelled sites):
+with ~15 classes and ~40 sites an embedding would have little data to learn from, and one-hot
+layers are what a gridded cube provides directly (one 0/1 layer per class).
+
+Writes ``OUT/metrics/lstm_sites.csv`` (one row per site), ``OUT/metrics/sites_selection.csv``,
+``OUT/metrics/diagnostics_*.csv``, ``OUT/models/lstm`` (checkpoint), ``OUT/figures/*.png``,
+``OUT/predictions.csv`` (daily observed and predicted series) and ``OUT/report.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..errors import DataError, RecipeError
+
+SECTIONS = ("sites", "lstm")
+
+log = logging.getLogger("globalflux.workflows.cosore_efflux_daily")
+
+_SITE_DRIVERS = ("Ts", "SWC", "Tair")
+_TIME_DRIVERS = ("doy_sin", "doy_cos")
+_MODELS = {"lstm": "LSTM", "q10": "Q10", "lt": "Lloyd-Taylor", "clim": "DOY climatology"}
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------
+def _check_recipe(recipe) -> None:
+    s, cfg = recipe.sites, recipe.lstm
+    if s.source != "cosore":
+        raise RecipeError(f"got {s.source!r}", where="sites.source",
+                          fix="Workflow cosore_efflux_daily reads COSORE: set sites.source: cosore.")
+    if s.variable != cfg.target:
+        raise RecipeError(f"got {s.variable!r} but lstm.target is {cfg.target!r}",
+                          where="sites.variable", fix=f"Set sites.variable: {cfg.target}.")
+    if s.aggregation != "daily":
+        raise RecipeError(f"got {s.aggregation!r}", where="sites.aggregation",
+                          fix="The LSTM runs on daily series: set sites.aggregation: daily.")
+    unknown = [d for d in cfg.drivers if d not in _SITE_DRIVERS + _TIME_DRIVERS]
+    if unknown:
+        raise RecipeError(f"unknown driver(s) {unknown}", where="lstm.drivers",
+                          fix=f"Choose among {list(_SITE_DRIVERS + _TIME_DRIVERS)}.")
+    allowed = ("lat", "lon", "elevation", "igbp", "mat", "map", "soc")
+    unknown = [d for d in cfg.statics if d not in allowed]
+    if unknown:
+        raise RecipeError(f"unknown static attribute(s) {unknown}", where="lstm.statics",
+                          fix=f"Choose among {list(allowed)}.")
+    if "Ts" not in cfg.drivers:
+        raise RecipeError("the Q10 and Lloyd-Taylor baselines need soil temperature",
+                          where="lstm.drivers", fix="Keep Ts among the drivers.")
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def _read_sites(recipe):
+    from ..io.cosore import read_cosore
+    from ..sites import cosore_tables, to_dataset
+
+    s, cfg = recipe.sites, recipe.lstm
+    datasets = None
+    if cfg.sites:
+        root = Path(s.cosore_path)
+        dsroot = root / "datasets" if (root / "datasets").is_dir() else root
+        if dsroot.is_dir():
+            known = {p.name for p in dsroot.iterdir() if p.is_dir()}
+            unknown = [x for x in cfg.sites if x not in known]
+            if unknown:
+                raise DataError(f"no COSORE dataset {unknown[0]!r}", where="lstm.sites",
+                                fix=f"Use dataset folder names under {dsroot}, e.g. "
+                                f"{sorted(known)[0] if known else 'd20190409_ANJILELI'}.")
+        datasets = list(cfg.sites)
+    raw = read_cosore(s.cosore_path, cache_dir=s.cache_dir, datasets=datasets)
+    tabs = cosore_tables(raw, aggregation="daily", variables=(cfg.target,), min_year=s.min_year)
+    site_drivers = [d for d in cfg.drivers if d in _SITE_DRIVERS]
+    if not len(tabs.long):
+        raise DataError(f"all {cfg.target} values are NaN: no site has an observed day after QC",
+                        where=str(s.cosore_path), fix="Check the QC summary and sites.min_year.")
+    ds = to_dataset(tabs.long, tabs.sites)
+    for v in (cfg.target, *site_drivers):
+        if v not in ds:
+            ds[v] = (("site", "time"), np.full((ds.sizes["site"], ds.sizes["time"]), np.nan))
+    # listed sites that have no target at all (e.g. NEE-only datasets)
+    for sid in cfg.sites:
+        if sid not in set(ds["site"].values) or not np.isfinite(ds[cfg.target].sel(site=sid)).any():
+            raise DataError(f"all {cfg.target} values are NaN at this site (no observed day after "
+                            "QC)", where=f"site {sid}",
+                            fix="Remove it from lstm.sites; check its PORTS.txt (Rs ports?) and "
+                            "the QC summary.")
+    return raw, tabs, ds
+
+
+def _sample_nearest_valid(grid: xr.DataArray, lat: np.ndarray, lon: np.ndarray,
+                          radius: int = 2) -> np.ndarray:
+    """Value of the nearest grid cell; a NaN cell (coast) falls back to the mean of the finite
+    cells within ``radius`` cells."""
+    ys = grid["y"].values
+    xs = grid["x"].values
+    out = np.full(lat.shape, np.nan)
+    for k, (la, lo) in enumerate(zip(lat, lon)):
+        if not (np.isfinite(la) and np.isfinite(lo)):
+            continue
+        i = int(np.abs(ys - la).argmin())
+        j = int(np.abs(xs - lo).argmin())
+        block = np.asarray(grid.isel(y=slice(max(i - radius, 0), i + radius + 1),
+                                     x=slice(max(j - radius, 0), j + radius + 1)).values, float)
+        v = float(grid.isel(y=i, x=j).values)
+        if np.isfinite(v):
+            out[k] = v
+        elif np.isfinite(block).any():
+            out[k] = float(np.nanmean(block))
+    return out
+
+
+def _statics(ds: xr.Dataset, cfg) -> tuple[xr.Dataset, list[str], dict[str, str]]:
+    """Add the static attributes as (site,) variables; expand igbp into one-hot columns."""
+    names: list[str] = []
+    notes: dict[str, str] = {}
+    lat = np.asarray(ds["lat"].values, dtype=float)
+    lon = np.asarray(ds["lon"].values, dtype=float)
+    for st in cfg.statics:
+        if st in ("lat", "lon", "elevation"):
+            ds[f"static_{st}"] = ("site", np.asarray(ds[st].values, dtype=float))
+            names.append(f"static_{st}")
+        elif st == "igbp":
+            igbp = np.array([str(v) for v in ds["igbp"].values], dtype=object)
+            classes = sorted(c for c in set(igbp) if c)
+            for c in classes:
+                ds[f"igbp_{c}"] = ("site", (igbp == c).astype(float))
+                names.append(f"igbp_{c}")
+            notes["igbp"] = "one-hot over " + ", ".join(classes)
+    grids = [st for st in cfg.statics if st in ("mat", "map", "soc")]
+    if grids:
+        from ..io.static_grids import STATIC_FILES, read_soilresp
+
+        layers = read_soilresp(Path(cfg.static_grids_path) / STATIC_FILES["soilresp"],
+                               variables=tuple(g.upper() for g in grids))
+        for g in grids:
+            vals = _sample_nearest_valid(layers[g].load(), lat, lon)
+            ds[f"static_{g}"] = ("site", vals, {"units": layers[g].attrs.get("units", "")})
+            names.append(f"static_{g}")
+        notes["grids"] = ("MAT/MAP/SOC: nearest 0.5 deg cell of SoilRespirationPartitioning "
+                          "(MAT/MAP from WorldClim 1.4, read in place, not redistributed); coastal "
+                          "NaN cells fall back to the mean of finite cells within 2 cells")
+    return ds, names, notes
+
+
+def _select(ds: xr.Dataset, cfg, static_names: list[str]) -> tuple[list[str], pd.DataFrame]:
+    """Sites with enough data and every driver; listed sites must qualify (else DataError)."""
+    site_drivers = [d for d in cfg.drivers if d in _SITE_DRIVERS]
+    y = ds[cfg.target]
+    rows = []
+    for sid in ds["site"].values:
+        sid = str(sid)
+        obs = np.isfinite(y.sel(site=sid).values)
+        n_obs = int(obs.sum())
+        reason = ""
+        missing = [d for d in site_drivers
+                   if not np.isfinite(ds[d].sel(site=sid).values[obs]).any()]
+        bad_static = [n for n in static_names if not np.isfinite(float(ds[n].sel(site=sid)))]
+        if n_obs < cfg.seq_len:
+            reason = f"{n_obs} days of {cfg.target}, fewer than the sequence length {cfg.seq_len}"
+        elif missing:
+            reason = f"driver {missing[0]!r} missing (all NaN on days with {cfg.target})"
+        elif bad_static:
+            reason = f"static attribute {bad_static[0]!r} missing"
+        elif n_obs < cfg.min_days:
+            reason = f"{n_obs} days of {cfg.target}, fewer than lstm.min_days {cfg.min_days}"
+        if cfg.sites and sid in cfg.sites and reason:
+            if reason.startswith("driver"):
+                raise DataError(f"{reason}", where=f"site {sid}",
+                                fix=f"Remove the site from lstm.sites or {missing[0]!r} from "
+                                "lstm.drivers.")
+            if "sequence length" in reason:
+                raise DataError(f"has {reason}", where=f"site {sid}",
+                                fix="Remove the site from lstm.sites or lower lstm.seq_len.")
+            raise DataError(reason, where=f"site {sid}", fix="Remove the site from lstm.sites.")
+        used = (not reason) and (not cfg.sites or sid in cfg.sites)
+        rows.append({"site_id": sid, "n_days": n_obs, "used": used, "reason": reason})
+    table = pd.DataFrame(rows)
+    keep = table.loc[table["used"], "site_id"].tolist()
+    if not keep:
+        raise DataError("no site has enough data for the LSTM", where="lstm.min_days",
+                        fix=f"Lower lstm.min_days (now {cfg.min_days}) or check the drivers "
+                        f"{site_drivers}.")
+    return keep, table
+
+
+def fill_short_gaps(x: np.ndarray, days: int) -> np.ndarray:
+    """Linear interpolation across interior gaps of at most ``days`` missing days (1-D)."""
+    x = np.asarray(x, dtype="float64")
+    ok = np.isfinite(x)
+    if days <= 0 or ok.sum() < 2:
+        return x
+    idx = np.arange(x.size)
+    good = idx[ok]
+    filled = np.interp(idx, good, x[ok])
+    # length of the gap each missing day sits in: distance between the finite neighbours - 1
+    nxt = np.searchsorted(good, idx)  # first finite index >= idx
+    inside = (~ok) & (nxt > 0) & (nxt < good.size)
+    gap = np.zeros(x.size, dtype=int)
+    gap[inside] = good[nxt[inside]] - good[nxt[inside] - 1] - 1
+    out = x.copy()
+    use = inside & (gap <= days)
+    out[use] = filled[use]
+    return out
+
+
+def _gap_fill(ds: xr.Dataset, drivers: list[str], days: int) -> xr.Dataset:
+    if days <= 0:
+        return ds
+    out = ds.copy()
+    for d in drivers:
+        arr = ds[d].transpose("site", "time").values
+        out[d] = (("site", "time"), np.stack([fill_short_gaps(a, days) for a in arr]),
+                  ds[d].attrs)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------------
+def run(recipe, ctx) -> None:
+    from ..diagnostics import (
+        PAPER_MEDIANS,
+        correlate_features,
+        score_by_class,
+        site_autocorrelation,
+        site_scores,
+        skill_class,
+        spike_mask,
+        temporal_split,
+        value_classes,
+    )
+    from ..models.baselines import fit_predict_site
+    from ..models.lstm import LSTMRegressor, add_doy_features
+
+    cfg = recipe.lstm
+    _check_recipe(recipe)
+    t_start = time.perf_counter()
+    with ctx.step("read COSORE daily Rs with in-situ drivers"):
+        raw, tabs, ds = _read_sites(recipe)
+        tabs.summary.to_csv(ctx.metrics / "cosore_summary.csv", index=False)
+    with ctx.step("static attributes"):
+        ds, static_names, notes = _statics(ds, cfg)
+    with ctx.step("select sites"):
+        keep, selection = _select(ds, cfg, static_names)
+        selection.to_csv(ctx.metrics / "sites_selection.csv", index=False)
+        log.info("%d of %d sites used; dropped: %s", len(keep), len(selection),
+                 "; ".join(f"{r.site_id} ({r.reason})" for r in selection.itertuples()
+                           if not r.used) or "none")
+        ds = ds.sel(site=keep)
+        # drop the days no kept site observes at all: a shorter common calendar
+        any_data = np.isfinite(ds[cfg.target]).any("site").values
+        idx = np.flatnonzero(any_data)
+        ds = ds.isel(time=slice(int(idx[0]), int(idx[-1]) + 1))
+        # a site with a single Rh/Rs dataset is a regular daily calendar: reindex to full days
+        full = pd.date_range(pd.Timestamp(ds["time"].values[0]), pd.Timestamp(ds["time"].values[-1]),
+                             freq="D")
+        ds = ds.reindex(time=full)
+        ds = add_doy_features(ds)
+        site_drivers = [d for d in cfg.drivers if d in _SITE_DRIVERS]
+        ds = _gap_fill(ds, site_drivers, cfg.gap_fill_days)
+
+    y = ds[cfg.target].values
+    train = np.stack([temporal_split(y[i], cfg.train_fraction) for i in range(y.shape[0])])
+    # only the training part of each series is shown to fit(): targets and in-situ drivers of
+    # the test part are hidden, so the scalers see training data only
+    ds_train = ds.copy()
+    ds_train[cfg.target] = ds[cfg.target].where(train)
+    for d in site_drivers:
+        ds_train[d] = ds[d].where(train)
+
+    model = LSTMRegressor(
+        drivers=tuple(cfg.drivers), statics=tuple(static_names), target=cfg.target,
+        hidden_size=cfg.hidden_size, dropout=cfg.dropout, seq_len=cfg.seq_len,
+        epochs=cfg.epochs, batch_size=cfg.batch_size, batches_per_epoch=cfg.batches_per_epoch,
+        learning_rate=cfg.learning_rate, device=cfg.device, num_threads=cfg.num_threads,
+        random_state=cfg.seed, verbose=max(1, cfg.epochs // 20))
+    ckpt = ctx.models / "lstm"
+    with ctx.step(f"train the LSTM ({cfg.epochs} epochs)"):
+        model.fit(ds_train, checkpoint=ckpt, checkpoint_every=cfg.checkpoint_every,
+                  resume=ctx.resume, init_from=cfg.checkpoint)
+        log.info("LSTM: %d batches of %d x %d days per epoch, %d epochs, %.1f s",
+                 model.n_batches_per_epoch_, cfg.batch_size, cfg.seq_len, model.epoch_,
+                 model.fit_seconds_)
+    with ctx.step("predict every site's whole series"):
+        pred = model.predict(ds).values
+
+    with ctx.step("baselines, metrics, diagnostics"):
+        doy = ds["time"].dt.dayofyear.values.astype(float)
+        rows, preds = [], {"lstm": pred}
+        for k in ("q10", "lt", "clim"):
+            preds[k] = np.full(y.shape, np.nan)
+        base_params = {}
+        for i, sid in enumerate(ds["site"].values):
+            b = fit_predict_site(ds["Ts"].values[i], doy, y[i], train[i])
+            for k in ("q10", "lt", "clim"):
+                preds[k][i] = b[k]
+            base_params[str(sid)] = b["params"]
+        for i, sid in enumerate(ds["site"].values):
+            obs = y[i]
+            row = {"site_id": str(sid), "igbp": str(ds["igbp"].values[i]),
+                   "lat": float(ds["lat"].values[i]), "lon": float(ds["lon"].values[i]),
+                   "n_train": int(np.isfinite(obs[train[i]]).sum()),
+                   "n_test": int(np.isfinite(obs[~train[i]]).sum()),
+                   "split_date": str(pd.Timestamp(ds["time"].values[np.flatnonzero(train[i])[-1]]).date())}
+            row.update(site_scores(obs, preds["lstm"][i], train[i]))
+            for k in ("q10", "lt", "clim"):
+                row.update(site_scores(obs, preds[k][i], train[i], prefix=f"{k}_"))
+            row["q10_Q10"] = base_params[str(sid)]["q10"][1]
+            row["lt_E0"] = base_params[str(sid)]["lt"][1]
+            rows.append(row)
+        table = pd.DataFrame(rows)
+        table["class"] = skill_class(table["nse_test"], table["kge_test"])
+        for k in ("q10", "lt", "clim"):
+            table[f"{k}_class"] = skill_class(table[f"{k}_nse_test"], table[f"{k}_kge_test"])
+        acf = site_autocorrelation({str(s): y[i] for i, s in enumerate(ds["site"].values)})
+        table = table.merge(acf.reset_index(), on="site_id", how="left")
+        table.to_csv(ctx.metrics / "lstm_sites.csv", index=False)
+
+        feats = acf
+        scores = table.set_index("site_id")[["nse_test", "kge_test", "r_test"]]
+        acf_cor = correlate_features(feats, scores)
+        acf_cor.to_csv(ctx.metrics / "diagnostics_acf_vs_metrics.csv", index=False)
+
+        # extremes and spikes on the test parts, pooled over sites (each site's own quantiles)
+        cls_rows = []
+        for k in preds:
+            o_all, s_all, lab_all, spk_all = [], [], [], []
+            for i in range(y.shape[0]):
+                te = ~train[i]
+                o = y[i][te]
+                o_all.append(o)
+                s_all.append(preds[k][i][te])
+                lab_all.append(value_classes(o))
+                spk_all.append(spike_mask(y[i])[te])
+            sc = score_by_class(np.concatenate(o_all), np.concatenate(s_all),
+                                np.concatenate(lab_all),
+                                extra_masks={"spikes": np.concatenate(spk_all),
+                                             "all": np.isfinite(np.concatenate(o_all))})
+            sc.insert(0, "model", _MODELS[k])
+            cls_rows.append(sc)
+        by_class = pd.concat(cls_rows, ignore_index=True)
+        by_class.to_csv(ctx.metrics / "diagnostics_value_classes.csv", index=False)
+
+        pred_long = []
+        for i, sid in enumerate(ds["site"].values):
+            sel = np.isfinite(y[i]) | np.isfinite(pred[i])
+            pred_long.append(pd.DataFrame({
+                "site_id": str(sid), "time": ds["time"].values[sel], "part": np.where(train[i][sel], "train", "test"),
+                "observed": y[i][sel], "lstm": pred[i][sel], "q10": preds["q10"][i][sel],
+                "lt": preds["lt"][i][sel], "clim": preds["clim"][i][sel],
+                "Ts": ds["Ts"].values[i][sel]}))
+        pd.concat(pred_long, ignore_index=True).to_csv(ctx.out / "predictions.csv", index=False,
+                                                        float_format="%.5g")
+
+    with ctx.step("figures and report"):
+        from . import _cosore_efflux_report as rep
+
+        figs = rep.figures(ctx.figures, ds, y, preds, train, table, cfg)
+        rep.write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes,
+                  PAPER_MEDIANS, raw, time.perf_counter() - t_start)
