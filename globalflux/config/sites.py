@@ -1,4 +1,8 @@
-"""Settings of site observations (COSORE, SRDB, gsbe)."""
+"""Settings of site observations (COSORE, SRDB, gsbe): where they are, QC and aggregation.
+
+The QC steps and their defaults are documented in :mod:`globalflux.sites`; the SRDB filters of
+the RH method (Zhu et al. 2024) in :mod:`globalflux.io.srdb`.
+"""
 
 from __future__ import annotations
 
@@ -23,3 +27,29 @@ class SitesConfig:
     aggregation: Literal["daily", "8day", "annual"] = option("8day", doc="Time step of site series.")
     min_year: int | None = option(None, doc="Drop records before this year (Zhu et al. 2024 use 2000).")
     cache_dir: str | None = option(None, doc="Parquet cache of converted RDS files; null: ~/.cache/globalflux.")
+    percentile_filter: bool = option(
+        True, doc="COSORE: drop flux records outside the 1st-99th percentile of their IGBP class "
+        "and variable (Smykalov et al.).")
+    flux_bounds: tuple[float, float] = option(
+        (0.0, 50.0), units="umol CO2 m-2 s-1",
+        doc="COSORE: physically allowed CO2 efflux (min, max) in umol CO2 m-2 s-1; records outside are removed.")
+    ts_bounds: tuple[float, float] = option(
+        (-40.0, 60.0), units="degC", doc="COSORE: allowed soil temperature (min, max) in degC.")
+    exclude_manipulated: bool = option(
+        True, doc="COSORE: drop ports under experimental treatments (warming, irrigation, girdled Rs "
+        "plots, ...); Rh ports of trenched/girdled/root-exclusion plots are kept.")
+    srdb_min_midyear: float | None = option(
+        None, doc="SRDB: keep records with Study_midyear >= this (Zhu et al. 2024 use 2000.5, the MODIS era); null keeps all.")
+    srdb_methods: tuple[str, ...] = option(
+        ("IRGA", "Gas chromatography"), doc="SRDB: allowed Meas_method values (Zhu et al. 2024: IRGA or gas chromatography).")
+    srdb_exclude_flags: tuple[str, ...] = option(
+        ("Q10", "Q11", "Q12", "Q13", "Q14"),
+        doc="SRDB: drop records carrying any of these Quality_flag codes (potential/suspected/known "
+        "problem, duplicate, inconsistency).")
+
+    def qc_rules(self):
+        """The :class:`globalflux.sites.QCRules` these settings describe."""
+        from ..sites import QCRules
+
+        return QCRules(flux_bounds=self.flux_bounds, ts_bounds=self.ts_bounds,
+                       exclude_manipulated=self.exclude_manipulated)
