@@ -22,6 +22,7 @@ __all__ = [
     "modis_8day_periods",
     "period_lengths",
     "grid_of",
+    "make_grid",
 ]
 
 #: The MODIS sinusoidal projection (sphere of radius 6371007.181 m).
@@ -208,6 +209,20 @@ class GridSpec:
         north = b.north - np.floor((b.north - inter.north) / r + 1e-9) * r
         south = b.north - np.ceil((b.north - inter.south) / r - 1e-9) * r
         return GridSpec(self.crs, r, BBox(float(west), float(south), float(east), float(north)))
+
+
+def make_grid(crs: str, resolution: float, bbox) -> GridSpec:
+    """A GridSpec from recipe values; ``crs="modis-sinusoidal"`` means the MODIS sinusoidal
+    projection (bbox in metres, snapped to the MODIS pixel lattice)."""
+    box = bbox if isinstance(bbox, BBox) else BBox(*[float(v) for v in bbox])
+    if str(crs).lower() in ("modis-sinusoidal", "modis_sinusoidal", "sinusoidal"):
+        return GridSpec.modis_sinusoidal(box, resolution)
+    g = GridSpec(str(crs), float(resolution), box)
+    ny, nx = g.shape
+    if ny < 1 or nx < 1:
+        raise GridError(f"bbox {box.as_tuple()} holds no {resolution} pixel", where="cube.grid",
+                        fix="Give a bbox at least one pixel wide and high.")
+    return g
 
 
 def grid_of(obj, *, crs: str | None = None, where: str = "source") -> GridSpec:

@@ -444,3 +444,67 @@ def finalize_store(path: str | Path, layout: StoreLayout,
 
 
 __all__ += ["record_blocks", "COMPLETE_ATTR", "FINGERPRINT_ATTR"]
+
+
+# ----------------------------------------------------------------- predictor cubes (cube issue)
+
+
+def write_cube(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False,
+               check_empty: bool = True) -> Path:
+    """Write a (lazy) predictor cube atomically, refusing variables with no valid data.
+
+    The cube is written to ``<path>.partial`` while the "has any valid value" flag of every float
+    variable is computed in the same pass (one read of the sources); only when all is well is the
+    partial store moved to ``path`` (replacing an existing one only with ``overwrite``). On any
+    error the partial store is removed and an existing ``path`` is left untouched.
+
+    Raises
+    ------
+    StoreError
+        ``path`` exists and ``overwrite`` is False.
+    DataError
+        A variable has no valid (non-NaN) value: the source band is all nodata, or every pixel
+        failed QC; the variable and its source file are named.
+    """
+    import shutil
+
+    import dask
+
+    from ..errors import DataError
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise StoreError("store exists", where=str(path),
+                         fix="Choose another path, delete it, or run with --overwrite.")
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    names = [v for v in ds.data_vars if ds[v].dtype.kind == "f"] if check_empty else []
+    flags = [ds[v].notnull().any().data for v in names]
+    try:
+        delayed = write_dataset(ds, partial, mode="w", compute=False)
+        results = dask.compute(delayed, *flags)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    empty = [v for v, ok in zip(names, results[1:]) if not bool(ok)]
+    if empty:
+        shutil.rmtree(partial, ignore_errors=True)
+        srcs = [str(ds[v].attrs.get("source_file", ds[v].attrs.get("source", v))) for v in empty]
+        raise DataError(
+            f"variable(s) {empty} have no valid value (all nodata, fill or QC-masked) in the cube extent",
+            where=", ".join(srcs),
+            fix="Check the source band, its nodata/fill values and QC rule, and the bbox/dates.",
+        )
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+        partial.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(path)
+    return path
+
+
+__all__ += ["write_cube"]
