@@ -50,6 +50,7 @@ from ..errors import DataError, ModelError
 __all__ = [
     "ZonedForestRegressor",
     "UnifiedForestRegressor",
+    "ForestFitError",
     "correlation_filter",
     "select_features",
     "make_forest",
@@ -60,6 +61,11 @@ __all__ = [
 log = logging.getLogger("globalflux.forest")
 
 ENGINES = ("sklearn",)
+
+
+class ForestFitError(ModelError, ValueError):
+    """Too few rows to fit a forest: a ModelError (CLI exit code 2) that is also a ValueError,
+    as scikit-learn expects of an estimator given too few samples."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,14 +235,15 @@ class _ForestBase(RegressorMixin, BaseEstimator):
 
     # ---- input -----------------------------------------------------------------------------
     def _frame(self, X, y=None, *, reset: bool):
-        if y is None and reset:
-            X, y = validate_data(self, X, y, reset=True, ensure_all_finite="allow-nan",
-                                 y_numeric=True)
-        elif reset:
+        if reset:
             X, y = validate_data(self, X, y, reset=True, ensure_all_finite="allow-nan",
                                  y_numeric=True)
         else:
             X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan")
+        if reset and X.shape[0] < 2:
+            raise ForestFitError(f"{X.shape[0]} training row (n_samples = {X.shape[0]})",
+                                 where="forest training table",
+                                 fix="A forest needs at least 2 rows; add sites or records.")
         names = getattr(self, "feature_names_in_", None)
         cols = [str(c) for c in names] if names is not None else [f"x{i}" for i in range(X.shape[1])]
         frame = pd.DataFrame(np.asarray(X, dtype="float64"), columns=cols)
