@@ -461,7 +461,7 @@ def sin_doy(time) -> xr.DataArray:
     """sin(2π · DOY / N), N = days of that year (365 or 366): the seasonal phase feature."""
     t = pd.DatetimeIndex(pd.to_datetime(np.asarray(time)))
     n = np.where(t.is_leap_year, 366.0, 365.0)
-    vals = np.sin(2.0 * np.pi * t.dayofyear.to_numpy() / n).astype("float32")
+    vals = np.sin(2.0 * np.pi * t.day_of_year.to_numpy() / n).astype("float32")
     return xr.DataArray(vals, dims="time", coords={"time": t.to_numpy()}, name="sin_doy",
                         attrs={"units": "1", "long_name": "sine of day of year, sin(2 pi DOY / days in year)"})
 

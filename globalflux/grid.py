@@ -283,7 +283,7 @@ def modis_8day_start(time) -> pd.DatetimeIndex:
     short (5 days, 6 in leap years) and never crosses into the next year.
     """
     t = pd.DatetimeIndex(pd.to_datetime(np.asarray(time))).normalize()
-    doy = t.dayofyear.to_numpy()
+    doy = t.day_of_year.to_numpy()
     start_doy = ((doy - 1) // 8) * 8 + 1
     years = t.year.to_numpy()
     base = pd.to_datetime({"year": years, "month": np.ones_like(years), "day": np.ones_like(years)})
@@ -293,7 +293,7 @@ def modis_8day_start(time) -> pd.DatetimeIndex:
 def modis_8day_index(time) -> tuple[np.ndarray, np.ndarray]:
     """(year, period number 0..45) of each date."""
     t = pd.DatetimeIndex(pd.to_datetime(np.asarray(time)))
-    return t.year.to_numpy(), ((t.dayofyear.to_numpy() - 1) // 8)
+    return t.year.to_numpy(), ((t.day_of_year.to_numpy() - 1) // 8)
 
 
 def modis_8day_periods(start: str | pd.Timestamp, end: str | pd.Timestamp) -> pd.DatetimeIndex:
