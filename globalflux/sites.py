@@ -370,8 +370,9 @@ def quality_control(
                 _count(removed, "SWC", "swc_absurd", int(absurd.sum()))
                 _count(removed, "SWC", "swc_unknown_unit", int((fin & ~absurd).sum()))
                 continue
-            y = x / 100.0 if unit == "percent" else x
-            good = fin & ~absurd & (y >= 0.0) & (y <= 1.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                y = x / 100.0 if unit == "percent" else x
+                good = fin & ~absurd & (y >= 0.0) & (y <= 1.0)
             if not good.any():
                 continue
             _count(removed, "SWC", "swc_absurd", int(absurd.sum()))
