@@ -45,10 +45,14 @@ def _add_sites(sub) -> None:
     c.add_argument("--variable", choices=["Rs", "Rh", "all"], default="all")
     c.add_argument("--aggregation", choices=["raw", "daily", "8day"], default="daily")
     c.add_argument("--min-year", type=int, default=None)
+    c.add_argument("--cache-dir", default=None,
+                   help="Parquet cache of converted data.RDS files (default ~/.cache/globalflux)")
     r = s.add_parser("srdb", help="an SRDB folder or srdb-data.csv")
     r.add_argument("path")
     r.add_argument("--out", required=True)
     r.add_argument("--min-midyear", type=float, default=None)
+    r.add_argument("--variable", choices=["Rh", "Rs"], default="Rh",
+                   help="annual flux that must be present (Rh_annual or Rs_annual)")
 
 
 def _add_query(sub) -> None:
