@@ -250,17 +250,18 @@ def grid_of(obj, *, crs: str | None = None, where: str = "source") -> GridSpec:
         crs = rio_crs.to_string()
     x = np.asarray(obj["x"].values, dtype="float64")
     y = np.asarray(obj["y"].values, dtype="float64")
-    if x.size < 2 or y.size < 2:
+    if x.size < 2 and y.size < 2:
         raise GridError(f"grid of shape ({y.size}, {x.size}) is too small", where=where,
-                        fix="A source needs at least 2x2 pixels.")
-    dx = np.diff(x)
-    dy = np.diff(y)
-    res = float(np.median(np.abs(dx)))
-    if not (np.allclose(dx, dx[0], rtol=1e-6, atol=1e-9 * max(1.0, res))
-            and np.allclose(np.abs(dy), res, rtol=1e-4)):
+                        fix="A source needs at least 2 pixels along x or y to know its pixel size.")
+    ref = x if x.size >= 2 else y
+    dx = np.diff(ref)
+    res = float(np.abs(ref[-1] - ref[0]) / (ref.size - 1))
+    dy = np.diff(y) if y.size >= 2 else np.array([res])
+    dxx = np.diff(x) if x.size >= 2 else np.array([res])
+    if not (np.allclose(np.abs(dx), res, rtol=1e-6, atol=1e-9 * max(1.0, res))
+            and np.allclose(np.abs(dy), res, rtol=1e-4) and np.allclose(np.abs(dxx), res, rtol=1e-4)):
         raise GridError("pixels are not regular and square", where=where,
                         fix="Reproject the source onto a regular grid first.")
-    res = float(np.abs(x[-1] - x[0]) / (x.size - 1))
     res = float(f"{res:.10g}")  # float noise of stored coordinates (1/120 -> 0.008333333333)
     west = _snap(float(x.min()) - res / 2)
     north = _snap(float(y.max()) + res / 2)
