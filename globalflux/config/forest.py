@@ -29,8 +29,10 @@ class ForestConfig:
         None, doc="Trees of the forests fitted during elimination (null: n_estimators).", min=1)
     min_zone_sites: int = option(5, doc="A zone with fewer training sites is predicted by the "
                                  "all-sites forest (logged, listed in the report).", min=1)
-    engine: Literal["sklearn"] = option("sklearn", doc="Forest implementation: sklearn "
-                                        "RandomForestRegressor.")
+    engine: Literal["sklearn", "lightgbm", "lleaves"] = option(
+        "sklearn", doc="Forest implementation: sklearn RandomForestRegressor (needed for the "
+        "per-tree uncertainty band), or the bounded LightGBM RF of globalflux.models.fast "
+        "(lightgbm, or lleaves-compiled).")
     validation: Literal["loso", "spatial_blocks"] = option(
         "loso", doc="Outer validation: leave-one-site-out or spatially blocked folds.")
     block_deg: float = option(5.0, doc="Block edge in degrees for validation: spatial_blocks.",

@@ -54,6 +54,8 @@ __all__ = [
     "correlation_filter",
     "select_features",
     "make_forest",
+    "available_engines",
+    "importances_of",
     "tree_predictions",
     "selection_table",
 ]
@@ -92,6 +94,32 @@ def make_forest(engine: str = "sklearn", *, n_estimators: int = 100, max_feature
     return fast.make_forest(engine, n_estimators=n_estimators, max_features=max_features,
                             min_samples_leaf=min_samples_leaf, random_state=random_state,
                             n_jobs=n_jobs)
+
+
+def available_engines() -> tuple[str, ...]:
+    """Forest engines usable here: ``sklearn``, plus those of ``globalflux.models.fast``."""
+    try:
+        from . import fast  # type: ignore[attr-defined]
+    except ImportError:
+        return ENGINES
+    return tuple(dict.fromkeys(ENGINES + tuple(fast.ENGINES)))
+
+
+def importances_of(forest) -> np.ndarray:
+    """Impurity importances of a fitted forest, normalised to sum 1.
+
+    sklearn forests: ``feature_importances_`` (mean decrease in squared error). LightGBM-based
+    forests of :mod:`globalflux.models.fast`: the booster's total split gain per feature.
+    """
+    imp = getattr(forest, "feature_importances_", None)
+    if imp is None and hasattr(forest, "_booster"):
+        imp = forest._booster().feature_importance(importance_type="gain")
+    if imp is None:
+        raise ModelError(f"{type(forest).__name__} exposes no feature importances",
+                         where="forest.engine", fix="Use engine 'sklearn'.")
+    imp = np.asarray(imp, dtype="float64")
+    total = imp.sum()
+    return imp / total if total > 0 else imp
 
 
 def tree_predictions(forest, X: np.ndarray) -> np.ndarray:
@@ -190,7 +218,7 @@ def select_features(
 
     def fit_importance(cols: list[str]) -> pd.Series:
         f = factory().fit(X[cols].to_numpy(dtype="float64"), y)
-        return pd.Series(f.feature_importances_, index=cols)
+        return pd.Series(importances_of(f), index=cols)
 
     if eliminate and len(feats) > min_features and n_sites >= 3:
         score = _cv_r2(factory, X[feats].to_numpy(dtype="float64"), y, groups, inner_cv)
@@ -282,12 +310,10 @@ class _ForestBase(RegressorMixin, BaseEstimator):
         return g
 
     def _check_params(self) -> None:
-        if self.engine not in ENGINES:
-            try:
-                from . import fast  # type: ignore[attr-defined]  # noqa: F401
-            except ImportError:
-                raise ModelError(f"forest engine {self.engine!r} is not available",
-                                 where="forest.engine", fix="Use engine 'sklearn'.") from None
+        engines = available_engines()
+        if self.engine not in engines:
+            raise ModelError(f"forest engine {self.engine!r} is not available",
+                             where="forest.engine", fix=f"Choose one of: {', '.join(engines)}.")
         if not (self.inner_cv == "loso" or (isinstance(self.inner_cv, int | np.integer)
                                             and int(self.inner_cv) >= 2)):
             raise ModelError(f"inner_cv={self.inner_cv!r}", where="forest.inner_cv",
@@ -309,7 +335,7 @@ class _ForestBase(RegressorMixin, BaseEstimator):
             min_features=int(self.min_features), inner_cv=self.inner_cv,
         )
         forest = self._factory()().fit(X[feats].to_numpy(dtype="float64"), y)
-        imp = pd.Series(np.asarray(forest.feature_importances_, dtype="float64"), index=feats)
+        imp = pd.Series(importances_of(forest), index=feats)
         return _FittedForest(feats, forest, imp, history, len(pd.unique(groups)), len(y))
 
     def __sklearn_tags__(self):
@@ -352,8 +378,9 @@ _PARAM_DOC = """
     selection_n_estimators
         Trees of the forests fitted during elimination (None: ``n_estimators``).
     engine
-        Forest implementation: ``"sklearn"`` (RandomForestRegressor); other engines through
-        ``globalflux.models.fast`` when present.
+        Forest implementation: ``"sklearn"`` (RandomForestRegressor); ``"lightgbm"`` /
+        ``"lleaves"`` through :func:`globalflux.models.fast.make_forest` (bounded LightGBM RF;
+        no per-tree spread, so ``predict_std`` needs ``"sklearn"``).
     n_jobs
         Threads per forest.
     random_state
