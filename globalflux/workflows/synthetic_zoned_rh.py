@@ -132,6 +132,8 @@ def _normalise_join(table: pd.DataFrame, predictors, factors) -> pd.DataFrame:
         table = table.rename(columns={"Rh": "rh"})
     elif "value" in table.columns and "rh" not in table.columns:
         table = table.rename(columns={"value": "rh"})
+    if "n_Rh" in table.columns and "n" not in table.columns:
+        table = table.rename(columns={"n_Rh": "n"})
     cols = ["site_id", "time", "rh"] + (["n"] if "n" in table.columns else [])
     cols += [c for c in list(predictors) + list(factors) if c not in cols]
     missing = [c for c in cols if c not in table.columns]
@@ -227,12 +229,11 @@ def run(recipe, ctx) -> None:
     with timer.step("leave-one-site-out: zoned and unified forests"):
         from ..validation import loso
 
-        zoned_loso = loso(lambda: _zoned(cfg_zones, cfg_forest, factors), X, y, groups)
-        unified_loso = loso(lambda: _unified(cfg_forest, factors), X, y, groups)
-        # (factories are plain callables here; loso calls them once per fold in this process)
+        zoned_loso = loso(_zoned(cfg_zones, cfg_forest, factors, predictors), X, y, groups)
+        unified_loso = loso(_unified(cfg_forest, predictors), X, y, groups)
 
     with timer.step("fit the final zoned forest"):
-        model = _zoned(cfg_zones, cfg_forest, factors).fit(X, y, groups=groups)
+        model = _zoned(cfg_zones, cfg_forest, factors, predictors).fit(X, y, groups=groups)
 
     land = cube["land_mask"].astype(bool)
     region = crop_to_bbox(cube, cfg_syn.bbox)
@@ -259,9 +260,12 @@ def run(recipe, ctx) -> None:
         pieces = {"rh": rh, "zone": zone_r,
                   "land_mask": region["land_mask"].assign_attrs(
                       long_name="land (true) or sea (false)", units="1")}
-        rh_path = map_to_store(client, pieces, ctx.maps / "rh.zarr",
-                               attrs=dict(attrs, title="SYNTHETIC RH map (zoned random forest)"),
-                               mask=land_r, resume=ctx.resume)
+        # as_current: helpers that look up "the" client (distributed.as_completed) find this one
+        with client.as_current():
+            rh_path = map_to_store(
+                client, pieces, ctx.maps / "rh.zarr",
+                attrs=dict(attrs, title="SYNTHETIC RH map (zoned random forest)"),
+                mask=land_r, resume=ctx.resume)
 
     rh_store = _open_store(rh_path)
     cog_paths: list[Path] = []
@@ -297,29 +301,44 @@ def _open_store(path: Path) -> xr.Dataset:
 # ------------------------------------------------------------------------------ models
 
 
-def _zoned(cfg_zones, cfg_forest, factors):
+def _forest_kwargs(cfg_forest, cls) -> dict[str, Any]:
+    """Every forest recipe key that is also a parameter of the estimator ``cls``."""
+    import dataclasses
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    kw = {f.name: getattr(cfg_forest, f.name) for f in dataclasses.fields(cfg_forest)
+          if f.name in params}
+    if "seed" in {f.name for f in dataclasses.fields(cfg_forest)}:
+        kw["random_state"] = cfg_forest.seed
+    return kw
+
+
+def _zoned(cfg_zones, cfg_forest, factors, predictors):
+    """The zoned forest of the recipe: zones from ``factors``, a forest per zone on ``predictors``."""
+    import dataclasses
+    import inspect
+
     from ..models.forest import ZonedForestRegressor
     from ..zones import ZoneClassifier
 
-    return ZonedForestRegressor(
-        zone_factors=list(factors),
-        zone_classifier=ZoneClassifier(n_zones=cfg_zones.n_zones, variance=cfg_zones.variance,
-                                       random_state=cfg_zones.seed),
-        n_estimators=cfg_forest.n_estimators,
-        corr_threshold=cfg_forest.corr_threshold,
-        random_state=cfg_forest.seed,
-    )
+    zparams = inspect.signature(ZoneClassifier.__init__).parameters
+    zkw = {f.name: getattr(cfg_zones, f.name) for f in dataclasses.fields(cfg_zones)
+           if f.name in zparams}
+    zkw["random_state"] = cfg_zones.seed
+    kw = _forest_kwargs(cfg_forest, ZonedForestRegressor)
+    kw.update(zone_factors=list(factors), predictors=list(predictors),
+              zone_classifier=ZoneClassifier(**zkw))
+    return ZonedForestRegressor(**kw)
 
 
-def _unified(cfg_forest, factors):
+def _unified(cfg_forest, predictors):
+    """One forest on the same predictors, no zones (the paper's unified baseline)."""
     from ..models.forest import UnifiedForestRegressor
 
-    return UnifiedForestRegressor(
-        zone_factors=list(factors),
-        n_estimators=cfg_forest.n_estimators,
-        corr_threshold=cfg_forest.corr_threshold,
-        random_state=cfg_forest.seed,
-    )
+    kw = _forest_kwargs(cfg_forest, UnifiedForestRegressor)
+    kw.update(predictors=list(predictors))
+    return UnifiedForestRegressor(**kw)
 
 
 def _zone_classifier_of(model):
@@ -370,8 +389,9 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
                    rh_store, map_skill, cog_paths, timer) -> None:
     from .. import report
     from ..metrics import summary
-    from ..testing.synthetic import RH_UNITS
+    from ..testing.synthetic import FACTORS, PREDICTORS, RH_UNITS
 
+    predictors = list(PREDICTORS)
     cfg_rep = recipe.report
     dpi = cfg_rep.dpi
     land = world.cube["land_mask"].values
@@ -454,6 +474,9 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
             title="SYNTHETIC: true mean RH (answer key)", cmap="YlOrBr", units=RH_UNITS,
             synthetic=True, dpi=dpi, vmin=float(np.nanmin(mean_rh)), vmax=float(np.nanmax(mean_rh)))
 
+    responses = _zone_responses(world, rh_store, recipe.synthetic.bbox)
+    responses.to_csv(ctx.metrics / "zone_responses.csv", index=False)
+
     # report
     overall = scores[scores["grouping"] == "all"].set_index("model")
     zr2, ur2 = float(overall.loc["zoned", "r2"]), float(overall.loc["unified", "r2"])
@@ -484,12 +507,22 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
             "Land pixels by true (rows) and recovered (columns) zone:\n\n"
             + report.markdown_table(cont, index=True) + "\n\n![zones](figures/zones.png)")),
         ("Leave-one-site-out: zoned vs unified random forest", (
-            f"Both models see the same {len(table.columns) - 5} predictor and factor columns; "
+            f"Both models get the same {len(predictors)} candidate predictors "
+            f"({', '.join(predictors)}); the zoned model also gets the six zone factors "
+            f"({', '.join(FACTORS)}), used only to assign zones. "
             f"{recipe.forest.n_estimators} trees per forest. Each site is predicted by models "
-            "fitted without it (every preprocessing step inside the fold).\n\n"
+            "fitted without it: zones, correlation filter and forests are all fitted inside the "
+            "fold.\n\n"
             f"Overall LOSO R2: zoned **{zr2:.3f}**, unified **{ur2:.3f}** "
             f"({'zoned better' if zr2 > ur2 else 'unified better or equal'}).\n\n"
-            + report.markdown_table(side) + "\n\n![observed vs predicted](figures/obs_vs_pred.png)")),
+            + report.markdown_table(side) + "\n\n![observed vs predicted](figures/obs_vs_pred.png)"
+            + _selection_text(model, report))),
+        ("Per-zone responses: truth vs map", (
+            "Apparent temperature sensitivity in each true zone: the slope of log RH against the "
+            "latent soil temperature over every land pixel and step, expressed as Q10 = "
+            "exp(10 * slope), for the true RH and for the mapped RH, next to the zone's built-in "
+            "Q10 (which acts together with its moisture and GPP terms).\n\n"
+            + report.markdown_table(responses, floatfmt=".2f"))),
         ("Map", (
             f"The zoned forest applied to every land pixel and 8-day step with Dask: "
             f"`maps/rh.zarr` ({rh.sizes.get('y')} x {rh.sizes.get('x')} pixels, "
@@ -505,6 +538,41 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
                         synthetic=True,
                         provenance={"recipe": "recipe.yaml", "workflow": recipe.workflow,
                                     "figures": ", ".join(f"figures/{p.name}" for p in figs.values())})
+
+
+def _selection_text(model, report) -> str:
+    """The zoned forest's chosen predictors per zone and its notes, as markdown."""
+    parts = []
+    table = getattr(model, "table_selected_", None)
+    if isinstance(table, pd.DataFrame) and not table.empty:
+        parts.append("\n\nPredictors kept per zone in the final zoned forest (importance rank, "
+                     "1 = most important; empty = dropped):\n\n"
+                     + report.markdown_table(table.astype("string").fillna(""), index=True))
+    for note in getattr(model, "notes_", []) or []:
+        parts.append(f"\n\n- note: {note}")
+    return "".join(parts)
+
+
+def _zone_responses(world, rh_store: xr.Dataset, bbox) -> pd.DataFrame:
+    """Apparent Q10 per true zone from the true and the mapped RH (log-linear fit on Ts)."""
+    truth = crop_to_bbox(world.truth, bbox)
+    zone = truth["zone_true"].values
+    ts = truth["tsoil"].values
+    true = truth["rh_true"].values
+    pred = rh_store["rh"].values
+    rows = []
+    for z, built in zip(world.zones["zone"], world.zones["q10"]):
+        sel = np.broadcast_to(zone == z, ts.shape)
+        ok = sel & np.isfinite(pred) & (pred > 0) & np.isfinite(true)
+        if ok.sum() < 10:
+            continue
+        st = np.polyfit(ts[ok], np.log(true[ok]), 1)[0]
+        sp = np.polyfit(ts[ok], np.log(pred[ok]), 1)[0]
+        rows.append({"true zone": int(z), "name": world.zones.loc[world.zones["zone"] == z, "name"].iloc[0],
+                     "built-in Q10": float(built), "apparent Q10 (truth)": float(np.exp(10 * st)),
+                     "apparent Q10 (map)": float(np.exp(10 * sp)),
+                     "mean RH truth": float(true[ok].mean()), "mean RH map": float(pred[ok].mean())})
+    return pd.DataFrame(rows)
 
 
 def crop_like(da: xr.DataArray, like: xr.DataArray) -> xr.DataArray:
