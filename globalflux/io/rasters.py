@@ -304,7 +304,7 @@ def open_raster(
         raise InputFileError("source not found", where=str(path), fix="Check the path in the recipe.")
     suffix = path.suffix.lower()
     if suffix in _TIF:
-        da = _open_tif(path, band, chunks if chunks is not None else "auto")
+        da = _open_tif(path, band, chunks if chunks is not None else {"band": 1, "y": "auto", "x": "auto"})
     elif suffix in _NC:
         da = _open_nc(path, variable, chunks)
     elif suffix == ".zarr" or (path.is_dir() and ((path / "zarr.json").exists() or (path / ".zgroup").exists())):
