@@ -244,12 +244,13 @@ def _synthetic(obj: xr.Dataset | xr.DataArray, attrs: dict) -> bool:
     return str(attrs.get("synthetic", "false")) == "true"
 
 
-def _write_nc(obj, out: Path) -> None:
+def _write_nc(obj, out: Path, attrs: dict) -> None:
     ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj
     ds = ds.copy()
     for v in ds.variables:
         ds[v].encoding = {}
-    ds.attrs = {k: (v if isinstance(v, str | int | float) else str(v)) for k, v in ds.attrs.items()}
+    ds.attrs = {k: (v if isinstance(v, str | int | float) else str(v))
+                for k, v in {**attrs, **ds.attrs}.items()}
     tmp = out.with_name(f".{out.name}.tmp")
     ds.to_netcdf(tmp, engine="h5netcdf")
     os.replace(tmp, out)
@@ -294,10 +295,9 @@ def _write_tif(obj, out: Path, attrs: dict) -> None:
                         fix="Write the point series to .csv or .png.")
     if out.exists():
         out.unlink()
-    crs = None if obj.rio.crs is not None else "EPSG:4326"
     tags = {k: v for k, v in attrs.items() if k in ("title", "source", "globalflux_version",
                                                      "synthetic", "comment", "history")}
-    write_cogs(obj, out.parent, prefix=out.stem, per="stack", tags=tags, crs=crs)
+    write_cogs(obj, out.parent, prefix=out.stem, per="stack", tags=tags)
 
 
 def _write_png(obj, out: Path, attrs: dict) -> None:
@@ -359,10 +359,9 @@ def cli_main(args) -> int:
         if not bool((zmap == int(args.zone)).any().compute()):
             raise DataError(f"zone {args.zone} has no pixel in the map", where="--zone",
                             fix="Choose a zone present in the map's 'zone' variable.")
-    sub.attrs = {**attrs, **dict(sub.attrs)}
     out.parent.mkdir(parents=True, exist_ok=True)
     if ext == ".nc":
-        _write_nc(sub, out)
+        _write_nc(sub, out, attrs)
     elif ext == ".csv":
         _write_csv(sub, out)
     elif ext in (".tif", ".tiff"):

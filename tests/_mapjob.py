@@ -33,6 +33,9 @@ def make_inputs():
                                  dtype="datetime64[ns]"),
                 "y": 60.0 - 0.5 * np.arange(ny) - 0.25, "x": -10.0 + 0.5 * np.arange(nx) + 0.25},
     )
+    import rioxarray  # noqa: F401
+
+    ds = ds.rio.write_crs("EPSG:4326")
     land = xr.DataArray(rng.random((ny, nx)) > 0.2, dims=("y", "x"),
                         coords={"y": ds.y, "x": ds.x})
     land[:12, :16] = False
