@@ -159,6 +159,14 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
         {"": "median test KGE", "this run (LSTM)": lstm_kge, "Smykalov et al. (LSTM)": paper["kge_test"],
          **{_NAMES[k]: float(table[f"{k}_kge_test"].median()) for k in ("q10", "lt", "clim")}},
     ])
+    cols = [f"{_PREFIX[k]}{m}_test" for k in _NAMES for m in ("nse", "kge")]
+    both = table[cols].notna().all(axis=1)
+    comp = pd.concat([comp, pd.DataFrame([
+        {"": f"median test {m.upper()}, the {int(both.sum())} sites all models score",
+         "this run (LSTM)": float(table.loc[both, f"{m}_test"].median()),
+         "Smykalov et al. (LSTM)": paper[f"{m}_test"],
+         **{_NAMES[k]: float(table.loc[both, f"{k}_{m}_test"].median()) for k in ("q10", "lt", "clim")}}
+        for m in ("nse", "kge")])], ignore_index=True)
     best = {k: float(table[f"{_PREFIX[k]}nse_test"].median()) for k in _NAMES}
     order = sorted(best, key=best.get, reverse=True)
     n_used = int(selection["used"].sum())
@@ -170,6 +178,13 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
         win_lines.append(f"- vs {_NAMES[k]}: LSTM has the higher test NSE at {w['LSTM better']} of "
                          f"{w['sites']} sites, the lower at {w['baseline better']} (median "
                          f"difference {w['median difference (LSTM - baseline)']:+.3f}).")
+    d = (table["nse_test"] - table["lt_nse_test"]).dropna()
+    if len(d):
+        top = d.sort_values()
+        fmt = lambda idx: ", ".join(  # noqa: E731 - local formatting helper
+            f"{table.loc[i, 'site_id']} ({table.loc[i, 'igbp']}, {d[i]:+.2f})" for i in idx)
+        win_lines.append(f"- Largest LSTM wins over Lloyd-Taylor (test NSE difference): "
+                         f"{fmt(top.index[::-1][:3])}; largest losses: {fmt(top.index[:3])}.")
     lstm_cls = by_class[by_class["model"] == "LSTM"].set_index("class")
     cls_lines = []
     for c in ("top5", "bottom5", "spikes"):
@@ -191,7 +206,11 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
             "No setting was tuned on the test periods: the recipe's values were fixed before the "
             "run and the test parts enter only the scores below.")),
         ("Headline: test-period medians next to the paper and the baselines",
-         markdown_table(comp) + "\n\nModels ranked by median test NSE: "
+         markdown_table(comp) + "\n\nThe first two rows are over every site a model scores "
+         "(a temperature model scores no test NSE where the test part has no soil temperature); "
+         "the last two over the sites all models score. The paper's values are for its own "
+         "site set and COSORE version, so they are context, not a like-for-like comparison."
+         "\n\nModels ranked by median test NSE: "
          + " > ".join(f"{_NAMES[k]} ({best[k]:.3f})" for k in order) + "."),
         ("All models: medians, means and classes",
          markdown_table(summ) + "\n\nClasses (Smykalov et al.): good = test NSE > 0.5 and "
@@ -199,7 +218,8 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
         ("Where the LSTM wins and loses", "\n".join(win_lines) + "\n\n" + markdown_table(wins)),
         ("Extremes and spikes (test days, pooled over sites)",
          "Each site's observed test values split at its own 5th/95th percentiles; spikes are "
-         "|z| > 3 in a centred 30-day window.\n\n" + markdown_table(by_class)
+         "|z| > 3 in a centred 30-day window. Scored on the test days where every model has a "
+         "prediction (the temperature models have none where Ts is missing).\n\n" + markdown_table(by_class)
          + "\n\nLSTM: " + "; ".join(cls_lines) + "."),
         ("Autocorrelation and skill",
          "Spearman correlation across sites between the autocorrelation of observed Rs at lags "

@@ -86,6 +86,9 @@ def _read_sites(recipe):
                                 f"{sorted(known)[0] if known else 'd20190409_ANJILELI'}.")
         datasets = list(cfg.sites)
     raw = read_cosore(s.cosore_path, cache_dir=s.cache_dir, datasets=datasets)
+    for sid in cfg.sites:  # listed datasets without any flux record (e.g. NEE-only, no data.RDS)
+        if sid not in raw.records:
+            raise _no_target(sid, cfg.target)
     tabs = cosore_tables(raw, aggregation="daily", variables=(cfg.target,), min_year=s.min_year)
     site_drivers = [d for d in cfg.drivers if d in _SITE_DRIVERS]
     if not len(tabs.long):
@@ -98,11 +101,15 @@ def _read_sites(recipe):
     # listed sites that have no target at all (e.g. NEE-only datasets)
     for sid in cfg.sites:
         if sid not in set(ds["site"].values) or not np.isfinite(ds[cfg.target].sel(site=sid)).any():
-            raise DataError(f"all {cfg.target} values are NaN at this site (no observed day after "
-                            "QC)", where=f"site {sid}",
-                            fix="Remove it from lstm.sites; check its PORTS.txt (Rs ports?) and "
-                            "the QC summary.")
+            raise _no_target(sid, cfg.target)
     return raw, tabs, ds
+
+
+def _no_target(sid: str, target: str) -> DataError:
+    return DataError(f"all {target} values are NaN at this site (no observed day after QC)",
+                     where=f"site {sid}",
+                     fix=f"Remove it from lstm.sites; check its PORTS.txt ({target} ports?), its "
+                     "data file and the QC summary.")
 
 
 def _sample_nearest_valid(grid: xr.DataArray, lat: np.ndarray, lon: np.ndarray,
@@ -339,12 +346,16 @@ def run(recipe, ctx) -> None:
         acf_cor = correlate_features(feats, scores)
         acf_cor.to_csv(ctx.metrics / "diagnostics_acf_vs_metrics.csv", index=False)
 
-        # extremes and spikes on the test parts, pooled over sites (each site's own quantiles)
+        # extremes and spikes on the test parts, pooled over sites (each site's own quantiles),
+        # on the days every model predicts (a temperature model has no value where Ts is missing)
+        common = np.isfinite(y)
+        for k in preds:
+            common &= np.isfinite(preds[k])
         cls_rows = []
         for k in preds:
             o_all, s_all, lab_all, spk_all = [], [], [], []
             for i in range(y.shape[0]):
-                te = ~train[i]
+                te = ~train[i] & common[i]
                 o = y[i][te]
                 o_all.append(o)
                 s_all.append(preds[k][i][te])

@@ -1,0 +1,112 @@
+"""The cosore_efflux_daily recipe end to end on real COSORE data, and its bad inputs (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from globalflux.cli import main
+
+pytestmark = pytest.mark.realdata
+
+RECIPE = "recipes/cosore_efflux_daily.yaml"
+# two sites with Rs, Ts and SWC: a fast real-data run (reads only these datasets)
+TWO = "lstm.sites=[d20190409_ANJILELI, d20200305_VARGAS]"
+
+
+def _run(repo_root, shared_data, out, *sets, monkeypatch=None):
+    args = ["run", str(repo_root / RECIPE), "--out", str(out),
+            "--set", f"sites.cosore_path={shared_data / 'cosore'}",
+            "--set", f"lstm.static_grids_path={shared_data / 'grids'}"]
+    for s in sets:
+        args += ["--set", s]
+    return main(args)
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, shared_data, repo_root):
+    out = tmp_path_factory.mktemp("cosore_small") / "run"
+    rc = _run(repo_root, shared_data, out, TWO, "lstm.epochs=2")
+    return rc, out
+
+
+def test_small_real_run_writes_the_protocol_outputs(small_run):
+    rc, out = small_run
+    assert rc == 0
+    table = pd.read_csv(out / "metrics" / "lstm_sites.csv")
+    need = ["site_id", "n_train", "n_test", "nse_train", "nse_test", "kge_train", "kge_test",
+            "r_train", "r_test"]
+    need += [f"{b}_{m}_{p}" for b in ("q10", "lt", "clim") for m in ("nse", "kge", "r")
+             for p in ("train", "test")]
+    assert set(need) <= set(table.columns)
+    assert sorted(table["site_id"]) == ["d20190409_ANJILELI", "d20200305_VARGAS"]
+    # 80% of each site's own observed days train
+    frac = table["n_train"] / (table["n_train"] + table["n_test"])
+    np.testing.assert_allclose(frac, 0.8, atol=0.01)
+    assert set(table["class"]) <= {"good", "fair", "poor", "n/a"}
+    report = (out / "report.md").read_text()
+    assert "| median test NSE |" in report and "0.020" in report and "0.300" in report
+    assert "Where the LSTM wins and loses" in report
+    for f in ("timeseries_examples.png", "temperature_response.png", "metric_distributions.png",
+              "training_loss.png"):
+        assert (out / "figures" / f).stat().st_size > 1000
+    meta = json.loads((out / "models" / "lstm" / "config.json").read_text())
+    assert meta["epoch"] == 2 and meta["config"]["hidden_size"] == 128
+
+
+def test_checkpoint_from_another_configuration_exit_2(small_run, tmp_path, shared_data, repo_root,
+                                                      capsys):
+    _, out = small_run
+    rc = _run(repo_root, shared_data, tmp_path / "again", TWO, "lstm.epochs=3",
+              f"lstm.checkpoint={out / 'models' / 'lstm'}", "lstm.hidden_size=16")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "checkpoint was made with another configuration (hidden_size: checkpoint 128 vs now 16)" in err
+    assert "train afresh" in err
+
+
+def test_init_from_matching_checkpoint_continues(small_run, tmp_path, shared_data, repo_root):
+    _, out = small_run
+    rc = _run(repo_root, shared_data, tmp_path / "more", TWO, "lstm.epochs=3",
+              f"lstm.checkpoint={out / 'models' / 'lstm'}")
+    assert rc == 0
+    meta = json.loads((tmp_path / "more" / "models" / "lstm" / "config.json").read_text())
+    assert meta["epoch"] == 3 and len(meta["loss_history"]) == 3
+
+
+@pytest.mark.parametrize("site, message", [
+    ("d20200825_MINIAT", "site d20200825_MINIAT: has 22 days of Rs, fewer than the sequence length 30"),
+    ("d20190409_ZOU", "site d20190409_ZOU: driver 'Ts' missing (all NaN on days with Rs)"),
+    ("d20200328_UEYAMA_FAIRBANKS", "site d20200328_UEYAMA_FAIRBANKS: all Rs values are NaN at this site"),
+    ("d2099_NOPE", "lstm.sites: no COSORE dataset 'd2099_NOPE'"),
+])
+def test_bad_sites_exit_2_naming_the_cause(site, message, tmp_path, shared_data, repo_root, capsys):
+    rc = _run(repo_root, shared_data, tmp_path / "bad", f"lstm.sites=[{site}]", "lstm.epochs=1")
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert not (tmp_path / "bad" / "models").exists()  # nothing trained, nothing half-written
+
+
+def test_recipe_mismatch_exit_2(tmp_path, shared_data, repo_root, capsys):
+    rc = _run(repo_root, shared_data, tmp_path / "r", "sites.aggregation=8day")
+    assert rc == 2
+    assert "sites.aggregation: got '8day'" in capsys.readouterr().err
+    rc = main(["validate", str(repo_root / RECIPE), "--set", "lstm.min_days=10"])
+    assert rc == 2
+    assert "min_days (10) is shorter than seq_len (30)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_full_recipe_runs_with_reduced_epochs(tmp_path, shared_data, repo_root):
+    """The committed recipe over every COSORE site, 2 epochs (the full run uses 200)."""
+    out = tmp_path / "full"
+    assert _run(repo_root, shared_data, out, "lstm.epochs=2") == 0
+    table = pd.read_csv(out / "metrics" / "lstm_sites.csv")
+    assert len(table) >= 30
+    sel = pd.read_csv(out / "metrics" / "sites_selection.csv")
+    assert sel["used"].sum() == len(table)
+    assert (sel.loc[~sel["used"], "reason"].str.len() > 0).all()
