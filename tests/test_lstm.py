@@ -278,3 +278,24 @@ def test_predict_cube_builds_lazily_and_checks_inputs():
         predict_cube(m, ds, ["Ts"], ["base", "elev"])
     with pytest.raises(DataError, match=r"cube lacks variable\(s\) \['nope'\]"):
         predict_cube(m, ds, ["Ts", "nope"], ["base", "elev"])
+
+
+# ---- devices ------------------------------------------------------------------------------------
+def test_device_auto_and_missing_cuda():
+    X, y, s = arrays(n_sites=2, n_days=60)
+    m = small(device="auto").fit(X, y, static=s)
+    assert m.device_ == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="device 'cuda' requested but CUDA is not available"):
+            small(device="cuda").fit(X, y, static=s)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_predicts_like_cpu_inference(tmp_path):
+    X, y, s = arrays(n_sites=3, n_days=80)
+    m = small(device="cuda").fit(X, y, static=s)
+    p_gpu = m.predict(X, static=s)
+    m.save(tmp_path / "ck")
+    p_cpu = LSTMRegressor.load(tmp_path / "ck", device="cpu").predict(X, static=s)
+    np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-4, atol=1e-5)

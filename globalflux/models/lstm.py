@@ -334,6 +334,13 @@ class LSTMRegressor:
         Epochs trained so far. ``loss_history_``: mean training loss per epoch (scaled MSE).
     n_batches_per_epoch_
         Mini-batches per epoch actually used.
+
+    Notes
+    -----
+    ``X`` is a set of sequences (sites x days x drivers) and ``y`` a sequence per site, so the
+    estimator is not run through scikit-learn's ``parametrize_with_checks`` (its checks feed 2-D
+    tabular ``X``); ``get_params``/``set_params``/``clone``, ``fit`` returning ``self``, learned
+    attributes ending in ``_`` and seeded determinism are tested in ``tests/test_lstm.py``.
     """
 
     def __init__(self, drivers: Sequence[str] = ("Ts",), statics: Sequence[str] = (),
