@@ -283,8 +283,9 @@ def read_soilresp(path: str | Path, variables=("MAT", "MAP", "SOC")) -> dict[str
         "MAP": ("map", "mm yr-1", "mean annual precipitation (WorldClim 1.4)"),
         "SOC": ("soc", "t ha-1", "soil organic carbon stock"),
     }
-    lat = ds["latitude"].values.astype("float64")
-    lon = ds["longitude"].values.astype("float64")
+    with xr.open_dataset(path, engine="h5netcdf") as plain:  # 1-D coordinates without Dask
+        lat = plain["latitude"].values.astype("float64")
+        lon = plain["longitude"].values.astype("float64")
     out = {}
     for var in variables:
         if var not in ds:
