@@ -289,7 +289,9 @@ def quality_control(
     pvar = {int(p): v for p, v in zip(first["port"], first["msmt_var"], strict=True)}
     wanted = np.array([p for p, v in pvar.items() if v in variables], dtype="int64")
     sel = np.isin(port_all, wanted)
-    df = records.loc[sel]
+    used = [c for c in records.columns if c in ("CSR_PORT", "time", "CSR_FLUX_CO2", "CSR_TAIR", "CSR_TAIR_AMB")
+            or _T_COL.match(c) or _SM_COL.match(c)]
+    df = records.loc[sel, used]
     port_sel = port_all[sel]
     if rules.exclude_manipulated and len(df):
         ok_ports = np.array([p for p, v, t in first.itertuples(index=False)
@@ -425,11 +427,15 @@ def percentile_filter(
     isflux = variable.isin(list(variables)).to_numpy(dtype=bool)
     value = long["value"].to_numpy(dtype="float64")
     keep = np.ones(len(long), dtype=bool)
-    key = pd.DataFrame({"cls": cls_codes, "variable": variable.cat.codes.to_numpy()})
-    for (_c, _v), idx in key[isflux].groupby(["cls", "variable"], observed=True).indices.items():
-        rows = np.flatnonzero(isflux)[idx]
-        lo, hi = np.percentile(value[rows], q)
-        keep[rows] = (value[rows] >= lo) & (value[rows] <= hi)
+    nvar = max(len(variable.cat.categories), 1)
+    group = cls_codes.astype("int64") * nvar + variable.cat.codes.to_numpy().astype("int64")
+    fl = pd.DataFrame({"g": group[isflux], "v": value[isflux]})
+    # linear interpolation, as numpy.percentile's default
+    thr = fl.groupby("g")["v"].quantile([q[0] / 100.0, q[1] / 100.0]).unstack()
+    lo = thr.iloc[:, 0].reindex(fl["g"]).to_numpy()
+    hi = thr.iloc[:, 1].reindex(fl["g"]).to_numpy()
+    keep[isflux] = (fl["v"].to_numpy() >= lo) & (fl["v"].to_numpy() <= hi)
+    del fl
     dropped = pd.DataFrame({"site_id": site[~keep], "variable": variable[~keep]})
     counts = (dropped.groupby(["site_id", "variable"], observed=True).size().rename("n_removed").reset_index()
               .astype({"site_id": str, "variable": str})
@@ -568,13 +574,14 @@ def cosore_tables(
         parts.append(res.records)
         infos[name] = res.info
         removed_rows += [(name, v, r, n) for (v, r), n in res.removed.items()]
-    records = (pd.concat(parts, ignore_index=True) if parts else
+    records = (_concat_categorical(parts) if parts else
                quality_control(pd.DataFrame({"msmt_var": pd.Series(dtype="string"),
                                              "treatment": pd.Series(dtype="string"),
                                              "time": pd.Series(dtype="datetime64[ns]"),
                                              "CSR_PORT": pd.Series(dtype="Int64"),
                                              "CSR_FLUX_CO2": pd.Series(dtype="float64")}),
                                site_id="", timezone="UTC").records)
+    del parts
     qc = pd.DataFrame(removed_rows, columns=["site_id", "variable", "reason", "n_removed"])
     if percentile_filter and len(records):
         records, pcounts = percentile_filter_fn(records, sites["igbp"], rules.percentile, variables)
