@@ -28,8 +28,8 @@ read + 8day tables         20.5      1482      12,118
 CLI end to end             28.5      1505           -
 ======================  =======  ========  ==========
 
-All rows meet the target (< 60 s, < 4 GB); on an idle machine the cold read took 25.6 s and the
-warm read 3.9 s (measured with ``read_cosore`` alone, same data).
+All rows meet the target (< 60 s, < 4 GB). Timings vary with the load of the shared machine: an
+earlier ``read_cosore`` alone took 25.6 s cold and 3.9 s warm (load not recorded).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CHILD = r"""

@@ -63,7 +63,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, GlobalfluxError, InputFileError
+from ..errors import GlobalfluxError, InputFileError
 from .tables import ParquetCache, default_cache_dir, file_sha256
 
 __all__ = [
