@@ -293,8 +293,8 @@ def _warp(da: xr.DataArray, grid: GridSpec, method: str, nodata, where: str) -> 
             fix="Choose a cube bbox inside the source, or add a source that covers it.",
         )
     work = da
-    if work.dtype == bool:
-        work = work.astype("uint8")
+    if work.dtype == bool:  # average -> fraction True (float); other methods keep classes
+        work = work.astype("float32" if method in ("average", "bilinear") else "uint8")
     if work.dtype.kind == "f":
         dst_nodata = np.nan
         if nodata is not None:
@@ -304,7 +304,7 @@ def _warp(da: xr.DataArray, grid: GridSpec, method: str, nodata, where: str) -> 
         work = work.rio.write_nodata(dst_nodata)
     work = work.rio.write_crs(src.crs)
     out = xr_reproject(work, grid.geobox(), resampling=method, dst_nodata=dst_nodata, always_yx=True)
-    if da.dtype == bool:
+    if da.dtype == bool and method not in ("average", "bilinear"):
         out = out.astype(bool)
     return _on_grid(out, da, grid, method)
 

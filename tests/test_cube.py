@@ -385,9 +385,24 @@ def test_static_cube_attrs_and_land_fraction():
 
 
 def test_modis_sinusoidal_grid_supported_by_regrid():
-    sin = GridSpec.modis_sinusoidal(BBox(0.0, 4_400_000.0, 8 * MODIS_500M, 4_400_000.0 + 4 * MODIS_500M))
+    one = GridSpec.modis_sinusoidal(BBox(1.0, 4_400_001.0, 2.0, 4_400_002.0))  # one lattice pixel
+    w, n, r = one.bbox.west, one.bbox.north, MODIS_500M
+    sin = GridSpec(one.crs, r, BBox(w, n - 4 * r, w + 8 * r, n))
     ny, nx = sin.shape
+    assert (ny, nx) == (4, 8)
     a = np.arange(ny * nx, dtype="float32").reshape(ny, nx)
     dst = GridSpec(sin.crs, 2 * MODIS_500M, sin.bbox)
     out = regrid(_da(a, sin), dst)
     np.testing.assert_allclose(out.values, a.reshape(ny // 2, 2, nx // 2, 2).mean(axis=(1, 3)))
+
+
+def test_regrid_bool_average_through_warp_is_a_fraction():
+    src = GridSpec("EPSG:4326", 0.25, BBox(0, 0, 3, 3))
+    m = np.zeros((12, 12), bool)
+    m[:, :6] = True  # west half land
+    out = regrid(_da(m, src), GridSpec("EPSG:4326", 0.6, BBox(0.0, 0.0, 3.0, 3.0)))
+    assert out.dtype.kind == "f"
+    # the 0.6-degree column 1.2-1.8 straddles the coast at 1.5: half land
+    np.testing.assert_allclose(out.values[:, 2], 0.5, atol=1e-6)
+    np.testing.assert_allclose(out.values[:, 0], 1.0)
+    np.testing.assert_allclose(out.values[:, 4], 0.0)

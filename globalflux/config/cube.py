@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from ..recipe import option
@@ -102,4 +102,3 @@ class CubeConfig:
 
 
 __all__ = ["CubeConfig", "GridConfig", "RasterSourceConfig", "StacConfig"]
-_ = field

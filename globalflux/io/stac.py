@@ -18,9 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -249,12 +247,9 @@ def load_products(
         da = da.drop_vars([c for c in da.coords if c not in ("time", "y", "x")], errors="ignore")
         out[p.name] = da
     ds = xr.Dataset(out).assign_coords(y=grid.y, x=grid.x)
-    ds["time"] = pd.DatetimeIndex(ds["time"].values).tz_localize(None) if getattr(
-        pd.DatetimeIndex(ds["time"].values), "tz", None) else ds["time"]
+    t = pd.DatetimeIndex(ds["time"].values)
+    if t.tz is not None:
+        ds["time"] = t.tz_localize(None)
     ds = ds.rio.write_crs(grid.crs)
     ds.attrs["stac_items"] = json.dumps(item_ids(items))
     return ds
-
-
-def _unused(*_: Any) -> None:  # keep numpy imported for type stubs of decode_product users
-    np.asarray(0)
