@@ -544,7 +544,7 @@ def map_to_store(
                 # threaded scheduler: small sub-batches so the bar moves
                 sub = max(1, min(len(part), 16))
                 for s in range(0, len(part), sub):
-                    dask.compute(*part[s:s + sub], scheduler="threads")
+                    dask.compute(*part[s:s + sub])  # the configured local scheduler
                     bar.update(len(part[s:s + sub]))
     extra = {"globalflux_blocks": int(layout.nblocks)}
     finalize_store(path, layout, extra)

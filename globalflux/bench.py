@@ -1,0 +1,402 @@
+"""Chunk-throughput benchmarks: ``globalflux bench [--quick] [--out DIR] [--scheduler ADDR]``.
+
+Every row is measured in the same process run, side by side, and printed as a table with its
+context (chunk shape, workers, threads, versions, CPU count). Throughput is in *pixel-steps per
+second per core* (one pixel at one time step = one prediction), measured single-threaded
+unless the row says otherwise.
+
+Rows
+----
+forest inference   scikit-learn RandomForestRegressor (100 trees, defaults) vs the fast forest
+                   (LightGBM RF, bounded leaves, lleaves-compiled), both fitted on the synthetic
+                   world's training table (globalflux.testing.synthetic), predicting its cube
+                   pixels; full mode adds the LOSO R2 of both (the accuracy the speed keeps).
+zone labelling     ZoneClassifier.predict (scaler -> PCA -> nearest centre) on pixel factors.
+LSTM inference     models.lstm.predict_cube (state carried across time chunks) on a daily cube.
+Zarr write / read  io.store.write_dataset / open_dataset of a float32 (time, y, x) cube.
+chunk pipeline     mapping.apply_to_cube + map_to_store from a Zarr predictor cube into a Zarr
+                   map (read, predict with the fast forest, write, manifest), vs model-only
+                   predict of the same pixels from memory: the end-to-end / model-only ratio.
+peak memory        (full) peak RSS of one LocalCluster worker mapping an area A and 10 A.
+scaling            (full) pipeline throughput with 1 and 2 LocalCluster workers.
+
+Functions are importable: :func:`run_suite` returns ``(table DataFrame, context dict)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["run_suite", "cli_main", "context"]
+
+log = logging.getLogger("globalflux")
+
+
+def context(client: Any = None, **extra: Any) -> dict[str, Any]:
+    """Versions, CPUs and cluster size recorded beside the numbers."""
+    import dask
+    import lightgbm
+    import sklearn
+    import xarray
+    import zarr
+
+    from . import __version__
+    from .cluster import describe
+
+    ctx = {
+        "globalflux": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "xarray": xarray.__version__,
+        "dask": dask.__version__,
+        "zarr": zarr.__version__,
+        "scikit-learn": sklearn.__version__,
+        "lightgbm": lightgbm.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "cluster": describe(client),
+    }
+    try:
+        import lleaves
+
+        ctx["lleaves"] = getattr(lleaves, "__version__", "installed")
+    except ImportError:  # pragma: no cover
+        ctx["lleaves"] = None
+    ctx.update(extra)
+    return ctx
+
+
+def _best_time(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(max(1, repeat)):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _row(rows, bench, what, value, unit, **notes):
+    rows.append({"benchmark": bench, "what": what, "value": float(value), "unit": unit,
+                 "notes": "; ".join(f"{k}={v}" for k, v in notes.items())})
+
+
+# ------------------------------------------------------------------------------------- forest
+
+
+def _world(quick: bool):
+    from .config import SyntheticConfig
+    from .testing.synthetic import FACTORS, PREDICTORS, make_world
+
+    cfg = SyntheticConfig(ny=96, nx=96) if quick else SyntheticConfig()
+    w = make_world(cfg)
+    table = w.training_table()
+    cols = list(PREDICTORS) + list(FACTORS)
+    return w, table, cols
+
+
+def bench_forest(rows, *, quick: bool, num_leaves: int = 127, loso: bool | None = None):
+    """sklearn default forest vs the fast forest: pixels/s per core (and LOSO R2 in full)."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    from .models.fast import FastForestRegressor, loso_r2
+
+    w, table, cols = _world(quick)
+    X = table[cols].to_numpy("float64")
+    y = table["rh"].to_numpy("float64")
+    g = table["site_id"].astype(str).to_numpy()
+    # prediction rows: real cube pixels (land, every time step), as the map would see them
+    cube = w.cube
+    land = cube["land_mask"].values
+    feats = []
+    for c in cols:
+        v = cube[c].values
+        v = np.broadcast_to(v, (cube.sizes["time"],) + land.shape) if v.ndim == 2 else v
+        feats.append(v[:, land].reshape(-1))
+    P = np.stack(feats, axis=1)
+    n = 50_000 if quick else 400_000
+    P = np.ascontiguousarray(P[np.isfinite(P).all(1)][:n])
+    skl = RandomForestRegressor(n_estimators=100, n_jobs=1, random_state=0).fit(X, y)
+    fast = FastForestRegressor(n_estimators=100, num_leaves=num_leaves, n_jobs=1,
+                               random_state=0).fit(X, y)
+    fast.predict(P[:10])  # compiled before timing
+    rep = 1 if quick else 3
+    t_skl = _best_time(lambda: skl.predict(P), rep)
+    t_lgb = _best_time(lambda: fast.booster_.predict(P, num_threads=1), rep)
+    t_fast = _best_time(lambda: fast.predict(P), rep)
+    leaves = int(np.mean([e.tree_.n_leaves for e in skl.estimators_]))
+    _row(rows, "forest inference", "sklearn RF default (100 trees)", len(P) / t_skl,
+         "pixel-steps/s/core", mean_leaves=leaves, pixels=len(P))
+    _row(rows, "forest inference", f"LightGBM RF predict ({num_leaves} leaves)", len(P) / t_lgb,
+         "pixel-steps/s/core", pixels=len(P))
+    _row(rows, "forest inference", f"fast forest lleaves ({num_leaves} leaves)", len(P) / t_fast,
+         "pixel-steps/s/core", pixels=len(P))
+    _row(rows, "forest inference", "speed-up lleaves / sklearn", t_skl / t_fast, "x",
+         target=">= 5")
+    if loso if loso is not None else not quick:
+        r_skl = loso_r2(lambda: RandomForestRegressor(n_estimators=100, n_jobs=1,
+                                                      random_state=0), X, y, g)
+        r_fast = loso_r2(lambda: FastForestRegressor(n_estimators=100, num_leaves=num_leaves,
+                                                     compile=False, random_state=0), X, y, g)
+        _row(rows, "forest accuracy", "LOSO R2 sklearn RF default", r_skl, "R2",
+             sites=len(set(g)), rows=len(y), data="SYNTHETIC world")
+        _row(rows, "forest accuracy", f"LOSO R2 fast forest ({num_leaves} leaves)", r_fast, "R2",
+             sites=len(set(g)), rows=len(y), data="SYNTHETIC world")
+        _row(rows, "forest accuracy", "R2 difference (fast - sklearn)", r_fast - r_skl, "R2",
+             target=">= -0.01")
+    return w, table, cols, fast
+
+
+def bench_zones(rows, w, table, *, quick: bool):
+    from .testing.synthetic import FACTORS
+    from .zones import ZoneClassifier
+
+    sites = table.groupby("site_id")[list(FACTORS)].first()
+    clf = ZoneClassifier(n_zones=4, n_iter=20, random_state=0).fit(sites)
+    land = w.cube["land_mask"].values
+    F = np.stack([w.cube[f].values[land] for f in FACTORS], 1)
+    reps = max(1, (200_000 if quick else 2_000_000) // len(F))
+    F = pd.DataFrame(np.tile(F, (reps, 1)), columns=list(FACTORS))
+    t = _best_time(lambda: clf.predict(F), 1 if quick else 3)
+    _row(rows, "zone labelling", "ZoneClassifier.predict", len(F) / t, "pixels/s/core",
+         pixels=len(F))
+
+
+def bench_lstm(rows, *, quick: bool):
+    import dask
+    import xarray as xr
+
+    from .models.lstm import LSTMRegressor, predict_cube
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4, 60, 2))
+    yy = rng.normal(size=(4, 60))
+    S = rng.normal(size=(4, 1))
+    m = LSTMRegressor(drivers=("a", "b"), statics=("s",), epochs=1, batches_per_epoch=1,
+                      batch_size=8, num_threads=1, random_state=0).fit(X, yy, static=S)
+    nt, ny, nx = (60, 12, 12) if quick else (365, 32, 32)
+    ds = xr.Dataset({"a": (("time", "y", "x"), rng.normal(size=(nt, ny, nx))),
+                     "b": (("time", "y", "x"), rng.normal(size=(nt, ny, nx))),
+                     "s": (("y", "x"), rng.normal(size=(ny, nx)))},
+                    coords={"time": pd.date_range("2020-01-01", periods=nt),
+                            "y": np.arange(ny) * 1.0, "x": np.arange(nx) * 1.0})
+    lazy = predict_cube(m, ds.chunk({"y": ny, "x": nx}), ["a", "b"], ["s"], time_chunk=nt // 3)
+    with dask.config.set(scheduler="synchronous"):
+        t = _best_time(lambda: lazy.compute(), 1)
+    _row(rows, "LSTM inference", "predict_cube (hidden 128, state carried)", nt * ny * nx / t,
+         "pixel-steps/s/core", cube=f"{nt}x{ny}x{nx}", time_chunk=nt // 3)
+
+
+# -------------------------------------------------------------------------------- pipeline
+
+
+def _random_cube(nt: int, ny: int, nx: int, names, chunks, seed: int = 0):
+    import dask.array as dsa
+    import xarray as xr
+
+    rng = dsa.random.default_rng(seed)
+    data = {n: (("time", "y", "x"), rng.normal(size=(nt, ny, nx), chunks=(chunks[0],) +
+                                               tuple(chunks[1:])).astype("float32"))
+            for n in names}
+    return xr.Dataset(data, coords={"time": pd.date_range("2020-01-01", periods=nt, freq="8D"),
+                                    "y": 50.0 - np.arange(ny) * 0.01,
+                                    "x": np.arange(nx) * 0.01})
+
+
+def _write_cube(tmp: Path, nt, ny, nx, cols, chunks):
+    from .io.store import write_dataset
+
+    cube = _random_cube(nt, ny, nx, cols, chunks)
+    path = tmp / f"cube_{ny}x{nx}.zarr"
+    import dask
+
+    t = time.perf_counter()
+    with dask.config.set(scheduler="synchronous"):
+        write_dataset(cube, path, mode="w")
+    return path, time.perf_counter() - t, cube
+
+
+def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client=None):
+    import dask
+    import xarray as xr
+
+    from .io.store import open_dataset
+    from .mapping import apply_to_cube, map_to_store
+
+    nt, ny, nx = (8, 256, 256) if quick else (23, 512, 512)
+    chunks = (nt, 128, 128)
+    path, t_w, _ = _write_cube(tmp, nt, ny, nx, cols, chunks)
+    cells = nt * ny * nx
+    mb = cells * len(cols) * 4 / 2**20
+    _row(rows, "Zarr", "write predictor cube (generate + encode + write)", cells / t_w,
+         "pixel-steps/s/core", variables=len(cols), MiB=round(mb, 1), chunks="x".join(map(str, chunks)))
+    ds = open_dataset(path, chunks={})
+    with dask.config.set(scheduler="synchronous"):
+        t_r = _best_time(lambda: [ds[c].data.sum().compute() for c in cols], 1)
+    _row(rows, "Zarr", "read predictor cube", cells / t_r, "pixel-steps/s/core",
+         MiB_per_s=round(mb / t_r, 1))
+
+    # model only: the same pixels, in memory, one call per chunk-sized batch
+    X = np.stack([ds[c].values.reshape(-1) for c in cols], 1).astype("float64")
+    step = chunks[0] * chunks[1] * chunks[2]
+
+    def model_only():
+        for s in range(0, len(X), step):
+            model.predict(X[s:s + step])
+
+    t_m = _best_time(model_only, 1)
+    _row(rows, "chunk pipeline", "model only (fast forest, in memory)", cells / t_m,
+         "pixel-steps/s/core", pixels=cells)
+
+    def end_to_end(i=[0]):  # noqa: B006 - a fresh store name per repeat
+        i[0] += 1
+        out = tmp / f"map_{i[0]}.zarr"
+        cube = open_dataset(path, chunks={})
+        rh = apply_to_cube(model, cube, cols, as_frame=False, name="rh")
+        if client is None:
+            with dask.config.set(scheduler="synchronous"):
+                map_to_store(None, {"rh": rh}, out, progress=False)
+        else:
+            map_to_store(client, {"rh": rh}, out, progress=False)
+        shutil.rmtree(out, ignore_errors=True)
+
+    t_e = _best_time(end_to_end, 1)
+    cores = 1 if client is None else max(1, _threads(client))
+    _row(rows, "chunk pipeline", "end to end (read + predict + write + manifest)",
+         cells / t_e / cores, "pixel-steps/s/core", chunks="x".join(map(str, chunks)),
+         scheduler="synchronous" if client is None else f"{cores} threads")
+    _row(rows, "chunk pipeline", "end-to-end / model-only", (cells / t_e / cores) / (cells / t_m),
+         "ratio", target=">= 0.5")
+    del xr
+    return path
+
+
+def _threads(client) -> int:
+    from .cluster import describe
+
+    return int(describe(client)["threads"])
+
+
+def _peak_rss() -> int:
+    """Module-level (runs on a worker): peak resident memory of this process in bytes."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _map_on_cluster(model, cols, cube_path, out, n_workers):
+    from distributed import Client, LocalCluster
+
+    from .io.store import open_dataset
+    from .mapping import apply_to_cube, map_to_store, scatter_model
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", memory_limit="3GiB") as lc, Client(lc) as c:
+        base = sum(c.run(_peak_rss).values())
+        cube = open_dataset(cube_path, chunks={})
+        fut = scatter_model(c, model)
+        rh = apply_to_cube(fut, cube, cols, as_frame=False, name="rh")
+        t = time.perf_counter()
+        map_to_store(c, {"rh": rh}, out, progress=False)
+        dt = time.perf_counter() - t
+        peaks = c.run(_peak_rss)
+    shutil.rmtree(out, ignore_errors=True)
+    return dt, max(peaks.values()), base / max(n_workers, 1)
+
+
+def bench_cluster(rows, model, cols, *, tmp: Path):
+    """Peak worker memory for area A vs 10 A, and 1 vs 2 workers (full mode)."""
+    nt = 8
+    chunks = (nt, 128, 128)
+    small, _, _ = _write_cube(tmp, nt, 256, 256, cols, chunks)
+    big, _, _ = _write_cube(tmp, nt, 810, 810, cols, chunks)  # 10.0 x the area
+    t_a, peak_a, _ = _map_on_cluster(model, cols, small, tmp / "ma.zarr", 1)
+    t_b, peak_b, _ = _map_on_cluster(model, cols, big, tmp / "mb.zarr", 1)
+    _row(rows, "peak memory", "worker peak RSS, area A (256x256x8)", peak_a / 2**20, "MiB",
+         workers=1, threads=1)
+    _row(rows, "peak memory", "worker peak RSS, area 10 A (810x810x8)", peak_b / 2**20, "MiB",
+         workers=1, threads=1)
+    _row(rows, "peak memory", "peak(10 A) / peak(A)", peak_b / peak_a, "ratio", target="<= 1.2")
+    t_2, _, _ = _map_on_cluster(model, cols, big, tmp / "m2.zarr", 2)
+    cells = nt * 810 * 810
+    _row(rows, "scaling", "1 worker x 1 thread", cells / t_b, "pixel-steps/s",
+         cube="8x810x810")
+    _row(rows, "scaling", "2 workers x 1 thread", cells / t_2, "pixel-steps/s",
+         cube="8x810x810")
+    _row(rows, "scaling", "speed-up 2 / 1 workers", t_b / t_2, "x",
+         cpus=os.cpu_count())
+
+
+def run_suite(*, quick: bool = False, client=None, tmp: str | Path | None = None,
+              loso: bool | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Run every benchmark; returns the table and its context."""
+    rows: list[dict[str, Any]] = []
+    own_tmp = tmp is None
+    tmpdir = Path(tempfile.mkdtemp(prefix="globalflux-bench-")) if own_tmp else Path(tmp)
+    t0 = time.perf_counter()
+    try:
+        # quick: a smaller bound so compiling stays short; full: the LOSO-checked size
+        w, table, cols, fast = bench_forest(rows, quick=quick, loso=loso,
+                                            num_leaves=31 if quick else 127)
+        bench_zones(rows, w, table, quick=quick)
+        bench_lstm(rows, quick=quick)
+        bench_zarr_and_pipeline(rows, fast, cols, quick=quick, tmp=tmpdir, client=client)
+        if not quick:
+            bench_cluster(rows, fast, cols, tmp=tmpdir)
+    finally:
+        if own_tmp:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    ctx = context(client, mode="quick" if quick else "full",
+                  seconds=round(time.perf_counter() - t0, 1),
+                  pipeline_chunks="8x128x128" if quick else "23x128x128",
+                  forest_threads=1)
+    return pd.DataFrame(rows), ctx
+
+
+def _fmt(v: float) -> str:
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def format_table(df: pd.DataFrame, ctx: dict[str, Any]) -> str:
+    from .report import markdown_table
+
+    show = df.copy()
+    show["value"] = [_fmt(v) for v in show["value"]]
+    head = ", ".join(f"{k}={v}" for k, v in ctx.items() if k != "cluster")
+    return f"# globalflux bench ({ctx.get('mode')})\n{head}\ncluster: {ctx.get('cluster')}\n\n" + \
+        markdown_table(show)
+
+
+def cli_main(args) -> int:
+    """``globalflux bench``: run, print the table, optionally write CSV + JSON to ``--out``."""
+    client = None
+    if getattr(args, "scheduler", None):
+        from .cluster import connect
+
+        client, _ = connect(args.scheduler)
+    try:
+        df, ctx = run_suite(quick=bool(args.quick), client=client)
+    finally:
+        if client is not None:
+            client.close()
+    print(format_table(df, ctx))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out / "bench.csv", index=False)
+        (out / "bench_context.json").write_text(json.dumps(ctx, indent=1, default=str))
+        print(f"globalflux: wrote {out / 'bench.csv'} and {out / 'bench_context.json'}")
+    return 0
