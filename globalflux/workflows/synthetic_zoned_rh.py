@@ -183,7 +183,13 @@ def run(recipe, ctx) -> None:
         raise DataError(f"cube.source is {cfg_cube.source!r}", where="cube.source",
                         fix="The synthetic_zoned_rh workflow builds its own cube: use 'synthetic'.")
     attrs = provenance_attrs(recipe=recipe, synthetic=True)
-    predictors, factors = list(PREDICTORS), list(FACTORS)
+    predictors = list(PREDICTORS)
+    factors = list(cfg_zones.factors) or list(FACTORS)
+    unknown = [f for f in factors if f not in FACTORS]
+    if unknown:
+        raise DataError(f"zone factor(s) {unknown} are not in the synthetic cube",
+                        where="zones.factors",
+                        fix=f"Choose among {', '.join(FACTORS)} (or leave it empty for all six).")
 
     site_locations = None
     if cfg_syn.sites_file:
@@ -219,18 +225,18 @@ def run(recipe, ctx) -> None:
 
     with timer.step("extract the sites' training table"):
         table = training_table(cube, world.long, world.sites, predictors, factors)
-        table = table.merge(world.sites[["site_id", "zone_true"]], on="site_id", how="left")
+        table = table.merge(world.sites[["site_id", "zone_true", "lat", "lon"]], on="site_id",
+                            how="left")
         log.info("training table: %d rows at %d sites", len(table), table["site_id"].nunique())
 
     X = table[predictors + factors]
     y = table["rh"].to_numpy(dtype="float64")
     groups = table["site_id"].astype(str).to_numpy()
 
-    with timer.step("leave-one-site-out: zoned and unified forests"):
-        from ..validation import loso
-
-        zoned_loso = loso(_zoned(cfg_zones, cfg_forest, factors, predictors), X, y, groups)
-        unified_loso = loso(_unified(cfg_forest, predictors), X, y, groups)
+    with timer.step(f"{cfg_forest.validation} validation: zoned and unified forests"):
+        zoned_loso = _validate(_zoned(cfg_zones, cfg_forest, factors, predictors), X, y, groups,
+                               table, cfg_forest)
+        unified_loso = _validate(_unified(cfg_forest, predictors), X, y, groups, table, cfg_forest)
 
     with timer.step("fit the final zoned forest"):
         model = _zoned(cfg_zones, cfg_forest, factors, predictors).fit(X, y, groups=groups)
@@ -301,44 +307,25 @@ def _open_store(path: Path) -> xr.Dataset:
 # ------------------------------------------------------------------------------ models
 
 
-def _forest_kwargs(cfg_forest, cls) -> dict[str, Any]:
-    """Every forest recipe key that is also a parameter of the estimator ``cls``."""
-    import dataclasses
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    kw = {f.name: getattr(cfg_forest, f.name) for f in dataclasses.fields(cfg_forest)
-          if f.name in params}
-    if "seed" in {f.name for f in dataclasses.fields(cfg_forest)}:
-        kw["random_state"] = cfg_forest.seed
-    return kw
-
-
 def _zoned(cfg_zones, cfg_forest, factors, predictors):
     """The zoned forest of the recipe: zones from ``factors``, a forest per zone on ``predictors``."""
-    import dataclasses
-    import inspect
-
-    from ..models.forest import ZonedForestRegressor
-    from ..zones import ZoneClassifier
-
-    zparams = inspect.signature(ZoneClassifier.__init__).parameters
-    zkw = {f.name: getattr(cfg_zones, f.name) for f in dataclasses.fields(cfg_zones)
-           if f.name in zparams}
-    zkw["random_state"] = cfg_zones.seed
-    kw = _forest_kwargs(cfg_forest, ZonedForestRegressor)
-    kw.update(zone_factors=list(factors), predictors=list(predictors),
-              zone_classifier=ZoneClassifier(**zkw))
-    return ZonedForestRegressor(**kw)
+    return cfg_forest.zoned(list(factors), cfg_zones.classifier(), predictors=list(predictors))
 
 
 def _unified(cfg_forest, predictors):
     """One forest on the same predictors, no zones (the paper's unified baseline)."""
-    from ..models.forest import UnifiedForestRegressor
+    return cfg_forest.unified(predictors=list(predictors))
 
-    kw = _forest_kwargs(cfg_forest, UnifiedForestRegressor)
-    kw.update(predictors=list(predictors))
-    return UnifiedForestRegressor(**kw)
+
+def _validate(estimator, X, y, groups, table: pd.DataFrame, cfg_forest) -> pd.DataFrame:
+    """Held-out predictions by the recipe's outer validation (LOSO or spatial blocks)."""
+    from ..validation import cross_predict, loso, spatial_block_folds
+
+    if cfg_forest.validation == "loso":
+        return loso(estimator, X, y, groups, n_jobs=cfg_forest.n_jobs)
+    folds = spatial_block_folds(table["lat"], table["lon"], cfg_forest.block_deg,
+                                n_folds=cfg_forest.n_block_folds, random_state=cfg_forest.seed)
+    return cross_predict(estimator, X, y, groups, folds, n_jobs=cfg_forest.n_jobs)
 
 
 def _zone_classifier_of(model):
@@ -389,7 +376,7 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
                    rh_store, map_skill, cog_paths, timer) -> None:
     from .. import report
     from ..metrics import summary
-    from ..testing.synthetic import FACTORS, PREDICTORS, RH_UNITS
+    from ..testing.synthetic import PREDICTORS, RH_UNITS
 
     predictors = list(PREDICTORS)
     cfg_rep = recipe.report
@@ -508,8 +495,8 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
             + report.markdown_table(cont, index=True) + "\n\n![zones](figures/zones.png)")),
         ("Leave-one-site-out: zoned vs unified random forest", (
             f"Both models get the same {len(predictors)} candidate predictors "
-            f"({', '.join(predictors)}); the zoned model also gets the six zone factors "
-            f"({', '.join(FACTORS)}), used only to assign zones. "
+            f"({', '.join(predictors)}); the zoned model also gets the zone factors "
+            f"({', '.join(model.zone_factors_)}), used only to assign zones. "
             f"{recipe.forest.n_estimators} trees per forest. Each site is predicted by models "
             "fitted without it: zones, correlation filter and forests are all fitted inside the "
             "fold.\n\n"
@@ -594,9 +581,7 @@ def _side_by_side(scores: pd.DataFrame) -> pd.DataFrame:
 
 def _site_zones(model, table: pd.DataFrame, world) -> dict[str, int]:
     """The zone the fitted zoned forest gives each site (from the site's factor row)."""
-    from ..testing.synthetic import FACTORS
-
-    per_site = table.groupby("site_id", sort=True)[list(FACTORS)].first()
+    per_site = table.groupby("site_id", sort=True)[list(model.zone_factors_)].first()
     clf = _zone_classifier_of(model)
     labels = clf.predict(per_site)
     return {str(s): int(z) for s, z in zip(per_site.index, labels)}
