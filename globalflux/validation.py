@@ -173,8 +173,12 @@ def cross_predict(
                              "a fold", where="validation folds",
                              fix="Build folds by site (loso_folds, spatial_block_folds).")
     if n_jobs == 1:
-        parts = [_one_fold(estimator, X, yv, g, tr, te, i, with_std)
-                 for i, (tr, te) in enumerate(folds)]
+        parts = []
+        step = max(len(folds) // 10, 1)
+        for i, (tr, te) in enumerate(folds):
+            parts.append(_one_fold(estimator, X, yv, g, tr, te, i, with_std))
+            if (i + 1) % step == 0 and len(folds) >= 20:
+                log.info("validation: %d of %d folds done", i + 1, len(folds))
     else:
         from joblib import Parallel, delayed
 

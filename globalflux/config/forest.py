@@ -39,6 +39,9 @@ class ForestConfig:
                               min=0.01, max=180.0)
     n_block_folds: int | None = option(
         10, doc="Deal the spatial blocks into this many folds (null: one fold per block).", min=2)
+    map_resolutions: tuple[float, ...] = option(
+        (0.5, 0.05), doc="Global maps (workflow srdb_rh_annual): static-cube resolutions in "
+        "degrees on which the RH map, its tree spread and the global total are made; empty: no map.")
     n_jobs: int = option(1, doc="Parallel validation folds (joblib processes); keep 1 on shared "
                          "machines.", min=1, max=256)
 
