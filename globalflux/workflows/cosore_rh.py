@@ -90,7 +90,7 @@ def training_table(long: pd.DataFrame) -> pd.DataFrame:
             wide[v] = np.nan
     wide = wide[wide["Rh"].notna()].copy()
     t = pd.DatetimeIndex(wide["time"])
-    doy = t.dayofyear.to_numpy(dtype="float64")
+    doy = t.day_of_year.to_numpy(dtype="float64")
     wide["sin_doy"] = np.sin(2 * np.pi * doy / 365.25)
     wide["cos_doy"] = np.cos(2 * np.pi * doy / 365.25)
     wide["year"] = t.year

@@ -1,0 +1,81 @@
+"""Workflow cosore_rh: the 8-day training table, errors, and the real run (slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from globalflux.cli import main
+from globalflux.errors import DataError
+from globalflux.workflows.cosore_rh import rh_datasets, training_table
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "cosore_rh.yaml"
+
+
+def _long():
+    t = pd.to_datetime(["2015-01-01", "2015-07-04", "2016-01-01", "2015-01-01"])
+    rows = []
+    for site, times in (("a", t[:3]), ("b", t[3:])):
+        for i, tt in enumerate(times):
+            rows.append((site, 40.0, -80.0, "DBF", tt, "Rh", 1.0 + i))
+            rows.append((site, 40.0, -80.0, "DBF", tt, "Ts", 10.0 * (i + 1)))
+    rows.append(("a", 40.0, -80.0, "DBF", pd.Timestamp("2015-09-06"), "Ts", 99.0))  # no Rh
+    return pd.DataFrame(rows, columns=["site_id", "lat", "lon", "igbp", "time", "variable", "value"])
+
+
+def test_training_table_wide_seasonality_and_annual_means():
+    tab = training_table(_long())
+    assert len(tab) == 4 and tab["Rh"].notna().all()
+    assert list(tab.columns[:6]) == ["site_id", "lat", "lon", "igbp", "time", "Rh"]
+    a = tab[tab["site_id"] == "a"].set_index("time")
+    # site-year mean of Ts over the 8-day rows with Rh
+    assert a.loc["2015-01-01", "Ts_annual_mean"] == pytest.approx(15.0)
+    assert a.loc["2016-01-01", "Ts_annual_mean"] == pytest.approx(30.0)
+    assert a.loc["2015-07-04", "sin_doy"] == pytest.approx(np.sin(2 * np.pi * 185 / 365.25))
+    assert tab["SWC"].isna().all() and tab["Tair"].isna().all()  # absent drivers are NaN
+    with pytest.raises(DataError, match="long table lacks \\['value'\\]"):
+        training_table(_long().drop(columns="value"))
+
+
+def test_bad_source_exits_2(tmp_path, capsys):
+    code = main(["run", str(RECIPE), "--out", str(tmp_path / "r"), "--set", "sites.source=srdb"])
+    assert code == 2
+    assert "sites.source: sites.source is 'srdb'. The cosore_rh workflow reads COSORE" in capsys.readouterr().err
+
+
+def test_missing_cosore_folder_exits_2(tmp_path, capsys):
+    code = main(["run", str(RECIPE), "--out", str(tmp_path / "r"), "--set",
+                 f"sites.cosore_path={tmp_path / 'nope'}"])
+    assert code == 2
+    assert "COSORE folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_rh_datasets_on_real_cosore(shared_data):
+    names = rh_datasets(shared_data / "cosore")
+    assert "d20190424_ZHANG_maple" in names and "d20200331_PEICHL" in names
+    assert len(names) >= 9
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_run_reduced(shared_data, tmp_path):
+    out = tmp_path / "run"
+    code = main(["run", str(RECIPE), "--out", str(out),
+                 "--set", f"sites.cosore_path={shared_data / 'cosore'}",
+                 "--set", f"cube.static_root={shared_data / 'grids'}",
+                 "--set", "forest.n_estimators=10", "--set", "forest.selection_n_estimators=5",
+                 "--set", "forest.inner_folds=3"])
+    assert code == 0
+    skill = pd.read_csv(out / "metrics" / "skill.csv")
+    overall = skill[skill["by"] == "all"].set_index("model")
+    assert set(overall.index) == {"zoned", "unified"}
+    assert overall.loc["zoned", "n_sites"] >= 8 and np.isfinite(overall["rmse"]).all()
+    report = (out / "report.md").read_text()
+    assert "Few locations" in report and "| model | n | n_sites | r2 | rmse | bias |" in report
+    pred = pd.read_csv(out / "metrics" / "pred_zoned.csv")
+    assert (pred.groupby("site_id")["fold"].nunique() == 1).all()

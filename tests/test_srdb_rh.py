@@ -1,0 +1,143 @@
+"""Workflow srdb_rh_annual: mapping pieces on a small cube, errors, and the real run (slow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from globalflux.cli import main
+from globalflux.models.forest import ZonedForestRegressor
+from globalflux.workflows.srdb_rh_annual import (
+    EARTH_RADIUS_M,
+    global_total,
+    map_rh,
+    pixel_area_m2,
+    tree_stats,
+)
+from globalflux.zones import ZoneClassifier
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "srdb_rh_annual.yaml"
+
+
+def test_pixel_area_of_the_globe_is_the_sphere():
+    y = np.arange(89.75, -90, -0.5)
+    x = np.arange(-179.75, 180, 0.5)
+    cube = xr.Dataset(coords={"y": y, "x": x})
+    total = float(pixel_area_m2(cube).sum()) * len(x)
+    assert total == pytest.approx(4 * np.pi * EARTH_RADIUS_M**2, rel=1e-12)
+
+
+def _small_world(seed=0):
+    rng = np.random.RandomState(seed)
+    ny, nx = 40, 60
+    y = np.linspace(60, 20, ny)
+    x = np.linspace(-10, 30, nx)
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    fields = {"mat": 30 - 0.5 * yy + rng.normal(0, 0.5, (ny, nx)),
+              "map": 400 + 15 * xx + rng.normal(0, 20, (ny, nx)),
+              "ndvi_max": rng.uniform(0.2, 0.9, (ny, nx))}
+    land = rng.uniform(size=(ny, nx)) > 0.2
+    fields["ndvi_max"][0, :5] = np.nan  # land pixels without a predictor: not predicted
+    cube = xr.Dataset({k: (("y", "x"), v.astype("float32")) for k, v in fields.items()},
+                      coords={"y": y, "x": x})
+    cube["land_mask"] = (("y", "x"), land)
+    cube["land_fraction"] = (("y", "x"), np.where(land, rng.uniform(0.5, 1, (ny, nx)), 0).astype("float32"))
+    iy, ix = rng.randint(0, ny, 80), rng.randint(0, nx, 80)
+    table = pd.DataFrame({k: fields[k][iy, ix] for k in fields}).dropna()
+    yv = 100 + 10 * table["mat"] + 0.1 * table["map"] + rng.normal(0, 5, len(table))
+    model = ZonedForestRegressor(zone_factors=["mat", "map"], zone_classifier=ZoneClassifier(
+        n_zones=2, n_iter=5), n_estimators=15, eliminate=False, min_zone_sites=5, random_state=0)
+    model.fit(table, yv.to_numpy(), groups=np.arange(len(table)).astype(str))
+    return cube, model, list(table.columns)
+
+
+def test_tree_stats_match_predict_and_predict_std():
+    cube, model, feats = _small_world()
+    frame = pd.DataFrame({f: cube[f].values.ravel() for f in feats}).dropna().reset_index(drop=True)
+    st = tree_stats(model, frame)
+    np.testing.assert_allclose(st[:, 0], model.predict(frame), rtol=1e-10)
+    np.testing.assert_allclose(st[:, 1], model.predict_std(frame), rtol=1e-10)
+    np.testing.assert_allclose(st[:, 2:4], model.predict_quantiles(frame, (0.05, 0.95)), rtol=1e-10)
+    np.testing.assert_array_equal(st[:, 4], model.predict_zone(frame))
+
+
+class _NoCompute:
+    def __call__(self, dsk, keys, **kwargs):
+        raise AssertionError("a dask computation was triggered while building the graph")
+
+
+def test_map_is_lazy_and_equals_eager_prediction_and_total_is_consistent():
+    cube, model, feats = _small_world()
+    chunked = cube.chunk({"y": 16, "x": 25})
+    with dask.config.set(scheduler=_NoCompute()):
+        ds = map_rh(model, chunked, feats)
+    assert isinstance(ds["rh"].data, da.Array)
+    assert set(ds.data_vars) == {"rh", "rh_sd", "rh_q05", "rh_q95", "zone"}
+    out = ds.compute()
+    frame = pd.DataFrame({f: cube[f].values.ravel() for f in feats})
+    ok = cube["land_mask"].values.ravel() & frame.notna().all(axis=1).to_numpy()
+    want = np.full(frame.shape[0], np.nan)
+    want[ok] = model.predict(frame[ok])
+    np.testing.assert_allclose(out["rh"].values.ravel(), want, rtol=1e-5)
+    assert (out["zone"].values.ravel()[~ok] == -1).all()
+    assert (out["rh_q05"] <= out["rh_q95"]).values[np.isfinite(out["rh"].values)].all()
+    tot = global_total(model, chunked, feats)
+    w = (pixel_area_m2(cube) * cube["land_fraction"]).values.ravel()
+    from_map = np.nansum(want * np.where(ok, w, 0)) / 1e15
+    assert tot["total_pg"] == pytest.approx(from_map, rel=1e-6)
+    assert tot["area_predicted_km2"] == pytest.approx(w[ok].sum() / 1e6, rel=1e-9)
+    assert tot["land_area_km2"] > tot["area_predicted_km2"]
+    assert tot["total_q05_pg"] <= tot["total_pg"] <= tot["total_q95_pg"] and tot["total_sd_pg"] > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sites.source=cosore", "sites.source: sites.source is 'cosore'. The srdb_rh_annual workflow reads SRDB"),
+    ("cube.source=synthetic", "cube.source: cube.source is 'synthetic'"),
+    ("zones.factors=[TEM]", "zones.factors: unknown zone factor(s) ['TEM']. Use static grid layers"),
+])
+def test_bad_recipe_values_exit_2_with_the_key(tmp_path, capsys, override, message):
+    code = main(["run", str(RECIPE), "--out", str(tmp_path / "run"), "--set", override])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_real_run_reduced(shared_data, tmp_path):
+    import rioxarray  # noqa: F401
+
+    from globalflux.io.cog import validate_cog
+    from globalflux.io.store import open_dataset
+
+    out = tmp_path / "run"
+    code = main(["run", str(RECIPE), "--out", str(out),
+                 "--set", f"sites.srdb_path={shared_data / 'srdb'}",
+                 "--set", f"sites.gsbe_path={shared_data / 'gsbe'}",
+                 "--set", f"cube.static_root={shared_data / 'grids'}",
+                 "--set", "forest.n_estimators=10", "--set", "forest.eliminate=false",
+                 "--set", "forest.validation=spatial_blocks", "--set", "forest.n_block_folds=3",
+                 "--set", "forest.map_resolutions=[0.5]", "--set", "zones.k_range=[2,3]",
+                 "--set", "zones.n_iter=10"])
+    assert code == 0
+    report = (out / "report.md").read_text()
+    assert "| predictors | zoned r2 | unified r2 | zoned rmse | unified rmse |" in report
+    side = pd.read_csv(out / "metrics" / "zoned_vs_unified.csv")
+    assert set(side["predictors"]) == {"grid", "site"} and side.notna().all().all()
+    pred = pd.read_csv(out / "metrics" / "pred_site_zoned.csv")
+    assert pred["site_id"].nunique() > 200 and pred["y_pred"].notna().all()
+    tot = pd.read_csv(out / "metrics" / "global_total.csv")
+    assert 10 < tot["total_pg"].item() < 200 and tot["total_sd_pg"].item() > 0
+    assert 1.0e8 < tot["area_predicted_km2"].item() <= tot["land_area_km2"].item() < 1.6e8
+    ds = open_dataset(out / "maps" / "rh_0p5deg.zarr")
+    assert {"rh", "rh_sd", "rh_q05", "rh_q95", "zone"} <= set(ds.data_vars)
+    assert ds.attrs["synthetic"] == "false" and "recipe" in ds.attrs
+    ok, errors, _ = validate_cog(out / "maps" / "cog" / "rh_0p5deg.tif")
+    assert ok, errors
+    assert (out / "figures" / "zone_map_0p5deg.png").is_file()
