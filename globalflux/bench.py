@@ -152,9 +152,9 @@ def bench_forest(rows, *, quick: bool, num_leaves: int = 127, loso: bool | None 
         r_fast = loso_r2(lambda: FastForestRegressor(n_estimators=100, num_leaves=num_leaves,
                                                      compile=False, random_state=0), X, y, g)
         _row(rows, "forest accuracy", "LOSO R2 sklearn RF default", r_skl, "R2",
-             sites=len(set(g)), rows=len(y), data="SYNTHETIC world")
+             sites=len(set(g)), n_rows=len(y), data="SYNTHETIC world")
         _row(rows, "forest accuracy", f"LOSO R2 fast forest ({num_leaves} leaves)", r_fast, "R2",
-             sites=len(set(g)), rows=len(y), data="SYNTHETIC world")
+             sites=len(set(g)), n_rows=len(y), data="SYNTHETIC world")
         _row(rows, "forest accuracy", "R2 difference (fast - sklearn)", r_fast - r_skl, "R2",
              target=">= -0.01")
     return w, table, cols, fast
