@@ -299,3 +299,20 @@ def test_cuda_fit_predicts_like_cpu_inference(tmp_path):
     m.save(tmp_path / "ck")
     p_cpu = LSTMRegressor.load(tmp_path / "ck", device="cpu").predict(X, static=s)
     np.testing.assert_allclose(p_gpu, p_cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_cube_with_day_of_year_drivers():
+    X, y, s = arrays(n_sites=2, n_days=60)
+    t = pd.date_range("2019-03-01", periods=60)
+    doy = add_doy_features(xr.Dataset(coords={"time": t}))["doy_sin"].values
+    X2 = np.concatenate([X[..., :1], np.broadcast_to(doy[None, :, None], X[..., :1].shape)], -1)
+    m = small(drivers=("Ts", "doy_sin")).fit(X2, y, static=s)
+    ds = add_doy_features(_cube(m, nt=40).assign_coords(time=t[:40]))
+    assert ds["doy_sin"].dims == ("time",)
+    got = predict_cube(m, ds.chunk({"y": 3}), ["Ts", "doy_sin"], ["base", "elev"],
+                       time_chunk=15).compute(scheduler="threads").values
+    dyn = np.stack([ds["Ts"].values, np.broadcast_to(ds["doy_sin"].values[:, None, None],
+                                                     ds["Ts"].shape)], -1)
+    ref = m.predict(dyn.reshape(40, 20, 2).transpose(1, 0, 2),
+                    static=np.stack([ds["base"].values.ravel(), ds["elev"].values.ravel()], -1))
+    np.testing.assert_allclose(got, ref.T.reshape(40, 5, 4), rtol=2e-5, atol=1e-6)
