@@ -642,6 +642,21 @@ def choose_chunks(
     return chunks
 
 
+def _snap_chunk(target: int, current: tuple[int, ...], size: int) -> int:
+    """A chunk length near ``target`` aligned with the existing Dask chunks along a dim.
+
+    Merging whole source chunks (a multiple of them) or splitting one evenly (a divisor) lets
+    each source chunk feed as few output chunks as possible, so the write never holds several
+    partly consumed source chunks: peak memory stays bounded (see benchmarks/bench_cube.py).
+    """
+    c = int(current[0]) if current else target
+    if c <= 0 or c >= size:
+        return target
+    if c <= target:
+        return min(size, c * max(1, int(round(target / c))))
+    return max(1, -(-c // max(1, int(round(c / target)))))
+
+
 def finalize_cube(
     ds: xr.Dataset,
     grid: GridSpec,
@@ -665,7 +680,16 @@ def finalize_cube(
         decides), recorded in the ``chunking`` attr.
     """
     itemsize = max((v.dtype.itemsize for v in ds.data_vars.values()), default=4)
-    chunks = dict(chunks) if chunks else choose_chunks(dict(ds.sizes), itemsize, target_mb=target_mb)
+    if chunks:
+        chunks = dict(chunks)
+    else:
+        chunks = choose_chunks(dict(ds.sizes), itemsize, target_mb=target_mb)
+        lazy = [v for v in ds.data_vars.values() if v.chunks is not None]
+        if lazy:  # align with the chunks of the biggest variable (its reads dominate)
+            big = max(lazy, key=lambda v: v.nbytes)
+            for dim in ("y", "x"):
+                if dim in chunks and dim in big.chunksizes:
+                    chunks[dim] = _snap_chunk(chunks[dim], big.chunksizes[dim], ds.sizes[dim])
     chunks = {k: v for k, v in chunks.items() if k in ds.dims}
     out = ds.chunk(chunks)
     out = out.rio.write_crs(grid.crs)

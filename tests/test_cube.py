@@ -406,3 +406,16 @@ def test_regrid_bool_average_through_warp_is_a_fraction():
     np.testing.assert_allclose(out.values[:, 2], 0.5, atol=1e-6)
     np.testing.assert_allclose(out.values[:, 0], 1.0)
     np.testing.assert_allclose(out.values[:, 4], 0.0)
+
+
+def test_finalize_cube_aligns_auto_chunks_with_source_chunks():
+    """Whole source chunks are merged (not cut) so the write holds few source chunks at once."""
+    g = GridSpec("EPSG:4326", 0.01, BBox(0, 0, 30.72, 30.72))
+    t = modis_8day_start(pd.date_range("2020-01-01", periods=46, freq="8D"))
+    data = dask.array.zeros((46, 3072, 3072), dtype="float32", chunks=(46, 256, 256))
+    ds = xr.Dataset({"v": (("time", "y", "x"), data)}, coords={"time": t, "y": g.y, "x": g.x})
+    out = finalize_cube(ds, g)
+    cy, cx = out.v.chunks[1][0], out.v.chunks[2][0]
+    assert cy % 256 == 0 and cx % 256 == 0
+    assert out.v.chunks[0] == (46,)
+    assert 10 <= 46 * cy * cx * 4 / 2**20 <= 100
