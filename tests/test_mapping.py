@@ -165,3 +165,21 @@ def test_graph_of_a_global_year_is_under_100k_tasks(forest):
     tiles = 29 * 57
     assert n < 100_000, n
     assert n <= tiles * 20  # inputs + mask + prediction per tile, one model key
+
+
+@pytest.mark.slow
+def test_bench_quick_prints_a_table_with_context(tmp_path, capsys):
+    from globalflux.cli import main
+
+    assert main(["--quiet", "bench", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| benchmark | what | value | unit | notes |" in out
+    for row in ("sklearn RF default (100 trees)", "fast forest lleaves", "ZoneClassifier.predict",
+                "predict_cube", "read predictor cube", "end-to-end / model-only"):
+        assert row in out
+    assert "chunks=8x128x128" in out and "dask=" in out and "cpu_count=" in out
+    import json
+
+    ctx = json.loads((tmp_path / "bench_context.json").read_text())
+    assert ctx["mode"] == "quick" and ctx["cluster"]["scheduler"] == "threads"
+    assert (tmp_path / "bench.csv").read_text().startswith("benchmark,what,value,unit,notes")

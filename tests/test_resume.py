@@ -163,3 +163,21 @@ def test_resume_of_a_foreign_folder_is_refused(tmp_path):
     with pytest.raises(StoreError, match="is not a resumable globalflux store"):
         map_to_store(None, _mapjob.pieces(ds, land, est), store, attrs=_mapjob.ATTRS,
                      resume=True, progress=False)
+
+
+def test_cli_resume_into_a_run_of_another_recipe_exits_2(tmp_path, capsys, repo_root):
+    from globalflux.cli import main
+    from globalflux.pipeline import validate
+    from globalflux.recipe import dump_recipe
+
+    out = tmp_path / "run"
+    out.mkdir()
+    other = validate(repo_root / "recipes" / "demo.yaml", ["synthetic.seed=7"])
+    (out / "recipe.yaml").write_text(dump_recipe(other))
+    (out / "maps").mkdir()
+    code = main(["run", str(repo_root / "recipes" / "demo.yaml"), "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{out}: was made by another recipe (name 'demo'" in err
+    assert "Resume with the same recipe and --set values" in err
+    assert sorted(p.name for p in out.iterdir()) == ["maps", "recipe.yaml"]  # nothing touched
