@@ -140,7 +140,7 @@ class Scaler:
         """Fit on ``x`` (..., n_columns); a column without any finite value is a DataError."""
         a = np.arcsinh(np.asarray(x, dtype="float64").reshape(-1, len(names)))
         finite = np.isfinite(a)
-        bad = [n for n, ok in zip(names, finite.any(axis=0)) if not ok]
+        bad = [n for n, ok in zip(names, finite.any(axis=0), strict=True) if not ok]
         if bad:
             raise DataError(f"{what} {bad} have no finite value in the training data",
                             where=", ".join(bad),
@@ -915,7 +915,7 @@ def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Se
         extra = [d for d in arr.dims if d not in dims]
         if extra:
             raise DataError(f"variable {arr.name!r} has dims {arr.dims}", where="predict_cube",
-                            fix=f"Drivers must be over (time, y, x) and statics over (y, x).")
+                            fix="Drivers must be over (time, y, x) and statics over (y, x).")
         a = xr.broadcast(arr, tmpl3 if "time" in dims else tmpl2)[0].transpose(*dims)
         data = a.data if isinstance(a.data, da.Array) else da.from_array(np.asarray(a.data))
         return data.rechunk(tuple(chunks[d] for d in dims))
@@ -930,9 +930,7 @@ def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Se
     drv_d = [d.to_delayed() for d in drv]
     sta_d = [s.to_delayed() for s in sta]
     msk_d = msk.to_delayed()
-    rows = []
-    for k in range(len(tchunks)):
-        rows.append([[None] * len(xchunks) for _ in ychunks])
+    rows = [[[None] * len(xchunks) for _ in ychunks] for _ in tchunks]
     for i, ny in enumerate(ychunks):
         for j, nx in enumerate(xchunks):
             state = None

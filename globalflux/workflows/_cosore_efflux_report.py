@@ -40,7 +40,7 @@ def figures(folder: Path, ds, y, preds, train, table, cfg) -> dict[str, str]:
     ex = _examples(table, cfg.min_days_per_class_figure)
     if ex:
         fig, axes = plt.subplots(len(ex), 1, figsize=(10, 2.8 * len(ex)), squeeze=False)
-        for ax, (cls, sid) in zip(axes[:, 0], ex.items()):
+        for ax, (cls, sid) in zip(axes[:, 0], ex.items(), strict=True):
             i = sites.index(sid)
             obs = np.isfinite(y[i])
             idx = np.flatnonzero(obs)
@@ -68,7 +68,7 @@ def figures(folder: Path, ds, y, preds, train, table, cfg) -> dict[str, str]:
     test = ~train & np.isfinite(y)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4), sharey=True)
     for ax, (k, colour) in zip(axes, (("lstm", "tab:red"), ("q10", "tab:blue"),
-                                      ("lt", "tab:purple"))):
+                                      ("lt", "tab:purple")), strict=True):
         ax.scatter(ts[test], y[test], s=3, color="k", alpha=0.25, label="observed")
         ax.scatter(ts[test], preds[k][test], s=3, color=colour, alpha=0.35, label=_NAMES[k])
         ax.set_xlabel("soil temperature Ts (degC)")
@@ -83,7 +83,7 @@ def figures(folder: Path, ds, y, preds, train, table, cfg) -> dict[str, str]:
 
     # metric distributions
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, metric in zip(axes, ("nse_test", "kge_test")):
+    for ax, metric in zip(axes, ("nse_test", "kge_test"), strict=True):
         data = [np.clip(table[_PREFIX[k] + metric].dropna().to_numpy(), -3, 1) for k in _NAMES]
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(_NAMES) + 1), list(_NAMES.values()), fontsize=8)

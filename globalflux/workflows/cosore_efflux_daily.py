@@ -119,7 +119,7 @@ def _sample_nearest_valid(grid: xr.DataArray, lat: np.ndarray, lon: np.ndarray,
     ys = grid["y"].values
     xs = grid["x"].values
     out = np.full(lat.shape, np.nan)
-    for k, (la, lo) in enumerate(zip(lat, lon)):
+    for k, (la, lo) in enumerate(zip(lat, lon, strict=True)):
         if not (np.isfinite(la) and np.isfinite(lo)):
             continue
         i = int(np.abs(ys - la).argmin())
