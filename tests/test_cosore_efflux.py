@@ -22,7 +22,7 @@ def _run(repo_root, shared_data, out, *sets, monkeypatch=None):
             "--set", f"sites.cosore_path={shared_data / 'cosore'}",
             "--set", f"lstm.static_grids_path={shared_data / 'grids'}"]
     for s in sets:
-        args += ["--set", s]
+        args += [s] if s.startswith("--") else ["--set", s]
     return main(args)
 
 
@@ -75,6 +75,23 @@ def test_init_from_matching_checkpoint_continues(small_run, tmp_path, shared_dat
     assert rc == 0
     meta = json.loads((tmp_path / "more" / "models" / "lstm" / "config.json").read_text())
     assert meta["epoch"] == 3 and len(meta["loss_history"]) == 3
+
+
+def test_resume_reuses_the_trained_checkpoint(small_run, tmp_path, shared_data, repo_root):
+    import shutil
+
+    _, out = small_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    weights = (copy / "models" / "lstm" / "weights.pt").read_bytes()
+    (copy / "report.md").unlink()
+    (copy / "metrics" / "lstm_sites.csv").unlink()
+    assert _run(repo_root, shared_data, copy, TWO, "lstm.epochs=2", "--resume") == 0
+    # the finished checkpoint was reused, not retrained; the outputs are back and identical
+    assert (copy / "models" / "lstm" / "weights.pt").read_bytes() == weights
+    pd.testing.assert_frame_equal(pd.read_csv(copy / "metrics" / "lstm_sites.csv"),
+                                  pd.read_csv(out / "metrics" / "lstm_sites.csv"))
+    assert (copy / "report.md").is_file()
 
 
 @pytest.mark.parametrize("site, message", [
