@@ -274,6 +274,13 @@ def test_predict_cube_builds_lazily_and_checks_inputs():
     with dask.config.set(scheduler=_count):
         out = predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=20)
     assert not calls and out.dtype == np.float32 and out.dims == ("time", "y", "x")
+    # the weights sit in the graph once, shared by every task (not embedded per task)
+    from globalflux.models.lstm import LSTMWeights
+
+    graph = dict(out.data.__dask_graph__())
+    holders = [k for k, v in graph.items()
+               if isinstance(v, LSTMWeights) or isinstance(getattr(v, "value", None), LSTMWeights)]
+    assert len(holders) == 1
     with pytest.raises(ModelError, match="the model takes 2 and 2"):
         predict_cube(m, ds, ["Ts"], ["base", "elev"])
     with pytest.raises(DataError, match=r"cube lacks variable\(s\) \['nope'\]"):

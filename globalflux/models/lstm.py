@@ -812,12 +812,17 @@ def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray
     -------
     (y, (h, c))
         ``y`` (t, ny, nx) prediction (NaN outside the mask), and the state after the last day.
+
+    Notes
+    -----
+    Memory per task: the output block (t x ny x nx, ``dtype``), the state (2 x ny*nx x hidden
+    float32, kept until the next time chunk of the same block runs) and one batch of
+    ``batch_pixels`` x t x n_drivers inputs (float64 while scaling).
     """
     T, ny, nx = drivers[0].shape
     P = ny * nx
     H = weights.hidden_size
-    dyn = np.stack([np.asarray(d, dtype="float64").reshape(T, P) for d in drivers], axis=-1)
-    dyn = dyn.transpose(1, 0, 2)  # (P, T, D)
+    flat = [np.asarray(d).reshape(T, P) for d in drivers]  # views where possible, no float64 copy
     stat = (np.stack([np.asarray(s, dtype="float64").reshape(P) for s in statics], axis=-1)
             if statics else np.zeros((P, 0)))
     ok = np.asarray(mask, dtype=bool).reshape(P) & np.isfinite(stat).all(axis=1)
@@ -830,7 +835,8 @@ def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray
     idx = np.flatnonzero(ok)
     for s in range(0, idx.size, batch_pixels):
         sel = idx[s:s + batch_pixels]
-        y, hh, cc = _run(weights, dyn[sel], stat[sel], h[sel], c[sel])
+        dyn = np.stack([f[:, sel] for f in flat], axis=-1).transpose(1, 0, 2)  # (B, T, D)
+        y, hh, cc = _run(weights, dyn, stat[sel], h[sel], c[sel])
         out[sel] = y.astype(dtype)
         h[sel], c[sel] = hh, cc
     return out.T.reshape(T, ny, nx), (h, c)
