@@ -30,7 +30,8 @@ def data():
 @pytest.fixture(scope="module")
 def compiled(data):
     X, y, _ = data
-    return FastForestRegressor(n_estimators=30, num_leaves=31, random_state=1).fit(X, y)
+    return FastForestRegressor(n_estimators=30, num_leaves=31, random_state=1,
+                               compile_min_rows=0).fit(X, y)
 
 
 def test_compiled_equals_lightgbm_predict(data, compiled):
@@ -50,9 +51,19 @@ def test_compiled_equals_lightgbm_predict(data, compiled):
 
 def test_pickle_round_trip_recompiles(compiled, data):
     X, _, _ = data
+    compiled.predict(X)
+    assert compiled._compiled is not None
     clone = pickle.loads(pickle.dumps(compiled))
     assert clone._compiled is None  # the ctypes model is never pickled
     np.testing.assert_array_equal(clone.predict(X), compiled.predict(X))
+    assert clone._compiled is not None
+
+
+def test_small_tables_use_lightgbm_and_skip_compiling(data):
+    X, y, _ = data
+    f = FastForestRegressor(n_estimators=5, num_leaves=7, compile_min_rows=1000).fit(X, y)
+    np.testing.assert_array_equal(f.predict(X[:50]), f.booster_.predict(X[:50], num_threads=1))
+    assert f._compiled is None
 
 
 def test_sklearn_contract(data):

@@ -13,10 +13,14 @@ drawn without replacement) with optional per-node feature sampling (``feature_fr
 
 Public API
 ----------
-``FastForestRegressor(n_estimators=100, num_leaves=63, max_depth=-1, min_child_samples=5,
-bagging_fraction=0.632, feature_fraction_bynode=1.0, compile=True, n_jobs=1, random_state=0)``
-    A scikit-learn regressor. ``compile=True`` predicts with the lleaves-compiled model,
-    ``False`` with LightGBM's own ``Booster.predict``. The compiled model is not pickled: it is
+``FastForestRegressor(n_estimators=100, num_leaves=127, max_depth=-1, min_child_samples=1,
+bagging_fraction=0.632, feature_fraction_bynode=1.0, compile=True, compile_min_rows=10000,
+n_jobs=1, random_state=0)``
+    A scikit-learn regressor. ``compile=True`` predicts tables of at least
+    ``compile_min_rows`` rows with the lleaves-compiled model (compiled on first use),
+    smaller ones and ``compile=False`` with LightGBM's own ``Booster.predict``. The default
+    bound of 127 leaves kept the pooled LOSO R2 within 0.006 of scikit-learn's default forest
+    on the synthetic world (0.896 vs 0.901; 63 leaves: 0.892). The compiled model is not pickled: it is
     rebuilt (or loaded from a per-machine cache keyed by the model's hash) on first use after
     unpickling, e.g. once per Dask worker.
 
@@ -122,6 +126,10 @@ class FastForestRegressor(RegressorMixin, BaseEstimator):
         Share of features tried at each split (sklearn's ``max_features``; 1.0 = all).
     compile
         Predict with the lleaves-compiled model (True) or LightGBM's ``Booster.predict``.
+    compile_min_rows
+        With ``compile``, tables of fewer rows are predicted by LightGBM itself (the same
+        trees; equal within :data:`COMPILED_RTOL`) and the model is compiled only on the first
+        larger table, e.g. a map chunk: validation folds never pay the compile time.
     n_jobs
         Threads for fitting and predicting (1 = one core).
     random_state
@@ -136,9 +144,10 @@ class FastForestRegressor(RegressorMixin, BaseEstimator):
     feature_names_in_ : ndarray of str (when fitted on a DataFrame)
     """
 
-    def __init__(self, n_estimators: int = 100, num_leaves: int = 63, max_depth: int = -1,
+    def __init__(self, n_estimators: int = 100, num_leaves: int = 127, max_depth: int = -1,
                  min_child_samples: int = 1, bagging_fraction: float = 0.632,
-                 feature_fraction_bynode: float = 1.0, compile: bool = True, n_jobs: int = 1,
+                 feature_fraction_bynode: float = 1.0, compile: bool = True,
+                 compile_min_rows: int = 10_000, n_jobs: int = 1,
                  random_state: int | None = 0):
         self.n_estimators = n_estimators
         self.num_leaves = num_leaves
@@ -147,6 +156,7 @@ class FastForestRegressor(RegressorMixin, BaseEstimator):
         self.bagging_fraction = bagging_fraction
         self.feature_fraction_bynode = feature_fraction_bynode
         self.compile = compile
+        self.compile_min_rows = compile_min_rows
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -194,8 +204,6 @@ class FastForestRegressor(RegressorMixin, BaseEstimator):
         self.booster_ = lgb.train(params, data, num_boost_round=int(self.n_estimators))
         self.model_str_ = self.booster_.model_to_string()
         self._compiled = None
-        if self.compile:
-            self._compiled = _compile(self.model_str_)
         return self
 
     def _compiled_model(self):
@@ -211,7 +219,7 @@ class FastForestRegressor(RegressorMixin, BaseEstimator):
         if X.shape[0] == 0:
             return np.empty(0, dtype="float64")
         threads = max(1, int(self.n_jobs or 1))
-        if self.compile:
+        if self.compile and X.shape[0] >= int(self.compile_min_rows):
             return np.asarray(self._compiled_model().predict(X, n_jobs=threads), dtype="float64")
         return np.asarray(self._booster().predict(X, num_threads=threads), dtype="float64")
 
