@@ -53,3 +53,26 @@ def test_bad_inputs_are_named(tmp_path):
         write_catalog([], tmp_path, collection_id="x")
     with pytest.raises(InputFileError, match=r"nope\.tif: COG not found"):
         write_catalog([tmp_path / "nope.tif"], tmp_path, collection_id="x")
+
+
+def test_publish_store_writes_cogs_and_catalog(tmp_path):
+    import _mapjob
+    import odc.stac
+
+    from globalflux.config import MappingConfig
+    from globalflux.io.catalog import publish_store
+    from globalflux.io.store import open_dataset
+
+    store = tmp_path / "maps.zarr"
+    _mapjob.run(store)
+    out = publish_store(store, tmp_path / "cog", tmp_path / "stac", collection_id="mapjob",
+                        mapping=MappingConfig(cog_per="step"))
+    names = sorted(p.name for p in out["cogs"])
+    assert names[:4] == ["rh_2020-01-01.tif", "rh_2020-01-09.tif", "rh_2020-01-17.tif",
+                         "rh_2020-01-25.tif"] and names[4] == "zone.tif"
+    items = load_items(out["catalog"])
+    dated = [it for it in items if it.datetime is not None]
+    back = odc.stac.load(dated, bands=["rh"], chunks={})
+    ref = open_dataset(store)["rh"]
+    np.testing.assert_array_equal(back["rh"].values, ref.values)
+    assert pystac.Collection.from_file(str(out["catalog"])).title == "SYNTHETIC mapjob"

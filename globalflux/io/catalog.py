@@ -245,3 +245,72 @@ def load_items(collection_json: str | Path) -> list[Any]:
     for it in items:
         it.make_asset_hrefs_absolute()
     return items
+
+
+def publish_store(
+    store: str | Path,
+    cog_folder: str | Path,
+    stac_folder: str | Path | None = None,
+    *,
+    collection_id: str,
+    variables: Sequence[str] | None = None,
+    mapping: Any = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """COGs of every map variable of a finished store, and (optionally) the STAC catalog.
+
+    Parameters
+    ----------
+    store
+        A Zarr map store (e.g. from :func:`globalflux.mapping.map_to_store`); its attributes
+        (provenance, ``synthetic``) become COG tags.
+    cog_folder, stac_folder
+        Where the COGs and the catalog go (``stac_folder`` None: no catalog).
+    collection_id
+        STAC id (e.g. the recipe name); COG prefixes are the variable names.
+    variables
+        Variables to export (default: every variable with x/y dims).
+    mapping
+        The recipe's :class:`~globalflux.config.MappingConfig`: ``cog_per``,
+        ``cog_overviews`` and ``catalog`` are honoured (defaults when None).
+    resume
+        Keep COGs already written.
+
+    Returns
+    -------
+    ``{"cogs": [paths], "catalog": path or None}``
+    """
+    from .cog import _PROVENANCE_KEYS, write_cogs
+    from .store import open_dataset
+
+    ds = open_dataset(store, chunks={})
+    import rioxarray  # noqa: F401
+
+    if ds.rio.crs is None and "spatial_ref" in ds.coords:
+        ds = ds.rio.write_crs(ds["spatial_ref"].attrs.get("crs_wkt", ds["spatial_ref"].attrs.get(
+            "spatial_ref")))
+    names = list(variables) if variables is not None else [
+        n for n, v in ds.data_vars.items() if "x" in v.dims and "y" in v.dims]
+    unknown = [n for n in names if n not in ds.data_vars]
+    if unknown:
+        raise DataError(f"unknown variable(s) {unknown}", where=str(store),
+                        fix=f"Choose from: {', '.join(map(str, ds.data_vars))}.")
+    tags = {k: str(v) for k, v in ds.attrs.items() if k in _PROVENANCE_KEYS}
+    per = getattr(mapping, "cog_per", "step")
+    overviews = bool(getattr(mapping, "cog_overviews", True))
+    cogs: list[Path] = []
+    for n in names:
+        da = ds[n]
+        if da.dtype == bool:
+            da = da.astype("uint8")
+        cogs += write_cogs(da, cog_folder, prefix=n, per=per, overviews=overviews, tags=tags,
+                           resume=resume)
+    catalog = None
+    if stac_folder is not None and bool(getattr(mapping, "catalog", True)) and cogs:
+        catalog = write_catalog(cogs, stac_folder, collection_id=collection_id, store=store,
+                                synthetic=tags.get("synthetic") == "true",
+                                description=str(ds.attrs.get("title", "")))
+    return {"cogs": cogs, "catalog": catalog}
+
+
+__all__ += ["publish_store"]
