@@ -302,7 +302,8 @@ def _map_on_cluster(model, cols, cube_path, out, n_workers):
     from .mapping import apply_to_cube, map_to_store, scatter_model
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", memory_limit="3GiB") as lc, Client(lc) as c:
+                      dashboard_address=":0", memory_limit="3GiB",
+                      silence_logs=logging.WARNING) as lc, Client(lc) as c:
         base = sum(c.run(_peak_rss).values())
         cube = open_dataset(cube_path, chunks={})
         fut = scatter_model(c, model)

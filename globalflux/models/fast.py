@@ -237,6 +237,7 @@ class FastForestRegressor(RegressorMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state):
+        state.setdefault("compile_min_rows", 10_000)  # pickles of older versions
         self.__dict__.update(state)
         self._compiled = None
         if "model_str_" in state:
