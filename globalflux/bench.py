@@ -231,7 +231,6 @@ def _write_cube(tmp: Path, nt, ny, nx, cols, chunks):
 
 def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client=None):
     import dask
-    import xarray as xr
 
     from .io.store import open_dataset
     from .mapping import apply_to_cube, map_to_store
@@ -280,7 +279,6 @@ def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client
          scheduler="synchronous" if client is None else f"{cores} threads")
     _row(rows, "chunk pipeline", "end-to-end / model-only", (cells / t_e / cores) / (cells / t_m),
          "ratio", target=">= 0.5")
-    del xr
     return path
 
 

@@ -345,9 +345,6 @@ def _assemble(pieces: Mapping[str, xr.DataArray], attrs: Mapping[str, Any] | Non
     except Exception as exc:
         raise DataError(f"pieces do not share one grid ({exc})", where="map_to_store",
                         fix="Map every variable on the same (time, y, x) coordinates.") from None
-    for d in ds.dims:
-        if d not in order:
-            continue
     ds.attrs = dict(attrs or {})
     return ds
 

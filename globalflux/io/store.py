@@ -252,14 +252,6 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
-def _zarr_attrs(path: Path) -> dict[str, Any]:
-    import zarr
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return dict(zarr.open_group(str(path), mode="r").attrs)
-
-
 def prepare_store(
     path: str | Path,
     template: xr.Dataset,
