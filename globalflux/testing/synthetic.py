@@ -4,7 +4,7 @@
 pixels) in which the claims of the zoned-forest method (Zhu et al. 2024) are true *by
 construction*, so tests and the demo can check that the method recovers them:
 
-* **Zones.** ``n_zones`` climate prototypes (:data:`PROTOTYPES`) occupy warped Voronoi regions of
+* **Zones.** ``n_zones`` climate prototypes (:data:`PROTOTYPES`) occupy warped (wavy-bordered) Voronoi regions of
   the land. Each has distinct means of the six zone factors and moderate, spatially smooth
   within-zone variation, blended across a few pixels at the borders. Standardising the factors,
   PCA and k-means recover them (the demo measures the adjusted Rand index on land pixels).
@@ -253,9 +253,12 @@ def _zone_layout(rng: np.random.Generator, land: np.ndarray, n_zones: int) -> np
     cyx = np.array([iy.mean(), ix.mean()])
     seeds_arr = np.array(seeds, dtype=float) * 0.8 + cyx * 0.2
     yy, xx = np.mgrid[0:ny, 0:nx].astype(float)
-    warp = 0.07 * max(ny, nx)
-    wy = yy + warp * _smooth_noise(rng, land.shape, max(ny, nx) / 8)
-    wx = xx + warp * _smooth_noise(rng, land.shape, max(ny, nx) / 8)
+    # two scales of smooth displacement: wavy, irregular borders instead of straight Voronoi edges
+    size = max(ny, nx)
+    wy = yy + size * (0.10 * _smooth_noise(rng, land.shape, size / 8)
+                      + 0.03 * _smooth_noise(rng, land.shape, size / 24))
+    wx = xx + size * (0.10 * _smooth_noise(rng, land.shape, size / 8)
+                      + 0.03 * _smooth_noise(rng, land.shape, size / 24))
     d = np.stack([np.hypot(wy - sy, wx - sx) for sy, sx in seeds_arr])
     zone = np.argmin(d, axis=0).astype(np.int16)
     zone[~land] = -1
