@@ -88,7 +88,7 @@ def bench(device: str, threads: int, pixels: int, days: int, n_in: int, hidden: 
         mask = np.ones((ny, nx), bool)
 
         def run_chunk():
-            lstm_chunk(w, mask, sta, None, *drv, batch_pixels=pixels)
+            lstm_chunk(w, mask, sta, None, *drv, batch_pixels=pixels, torch_threads=threads)
 
         tc = _best(run_chunk, repeat)
         rows.append(("lstm_chunk (predict_cube task)", tc * pixels / (ny * nx)))

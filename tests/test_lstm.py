@@ -323,3 +323,32 @@ def test_predict_cube_with_day_of_year_drivers():
     ref = m.predict(dyn.reshape(40, 20, 2).transpose(1, 0, 2),
                     static=np.stack([ds["base"].values.ravel(), ds["elev"].values.ravel()], -1))
     np.testing.assert_allclose(got, ref.T.reshape(40, 5, 4), rtol=2e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fitted_small():
+    X, y, s = arrays(n_sites=3, n_days=70)
+    return small().fit(X, y, static=s)
+
+
+def test_property_any_chunking_equals_whole_series(fitted_small):
+    """Chunked, state-carrying cube inference equals eager whole-series prediction for any
+    time chunk and spatial chunking (Hypothesis)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    m = fitted_small
+    ds0 = _cube(m, nt=23, ny=4, nx=3)
+    dyn = np.stack([ds0["Ts"].values, ds0["SWC"].values], -1).reshape(23, 12, 2).transpose(1, 0, 2)
+    stat = np.stack([ds0["base"].values.ravel(), ds0["elev"].values.ravel()], -1)
+    ref = m.predict(dyn, static=stat).T.reshape(23, 4, 3)
+
+    @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(tc=st.integers(1, 30), cy=st.integers(1, 4), cx=st.integers(1, 3),
+           bp=st.integers(1, 16))
+    def check(tc, cy, cx, bp):
+        got = predict_cube(m, ds0.chunk({"y": cy, "x": cx}), ["Ts", "SWC"], ["base", "elev"],
+                           time_chunk=tc, batch_pixels=bp).compute(scheduler="sync").values
+        np.testing.assert_allclose(got, ref, rtol=2e-5, atol=1e-6)
+
+    check()

@@ -792,7 +792,7 @@ def _run(weights: LSTMWeights, dyn: np.ndarray, stat: np.ndarray, h0, c0, device
 
 def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray, ...],
                state: tuple[np.ndarray, np.ndarray] | None, *drivers: np.ndarray,
-               dtype: str = "float32", batch_pixels: int = 4096):
+               dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1):
     """One time chunk of one spatial block: the unit task of :func:`predict_cube`.
 
     Parameters
@@ -807,6 +807,11 @@ def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray
         ``(h, c)`` each (ny*nx, hidden) float32 from the previous time chunk, or None (zeros).
     drivers
         (t, ny, nx) arrays, one per driver.
+    torch_threads
+        Torch intra-op threads of the process running the task (set, not restored: tasks run
+        concurrently). Default 1: Dask supplies the parallelism, and several OpenMP threads
+        per task oversubscribe the cores (measured 18x slower on 2 busy cores). None: leave
+        torch's setting alone.
 
     Returns
     -------
@@ -819,6 +824,10 @@ def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray
     float32, kept until the next time chunk of the same block runs) and one batch of
     ``batch_pixels`` x t x n_drivers inputs (float64 while scaling).
     """
+    if torch_threads is not None:
+        torch = _torch()
+        if torch.get_num_threads() != int(torch_threads):
+            torch.set_num_threads(int(torch_threads))
     T, ny, nx = drivers[0].shape
     P = ny * nx
     H = weights.hidden_size
@@ -852,7 +861,7 @@ def _chunk_state(result):
 
 def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Sequence[str],
                  statics: Sequence[str], mask: xr.DataArray | None = None, time_chunk: int = 365,
-                 *, dtype: str = "float32", batch_pixels: int = 4096,
+                 *, dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1,
                  name: str = "Rs") -> xr.DataArray:
     """Apply a fitted LSTM to every pixel of a daily cube, sequence to sequence, lazily.
 
@@ -879,6 +888,10 @@ def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Se
         Days per time chunk of the output (and per task).
     dtype, name
         Output dtype and name.
+    batch_pixels
+        Pixels per LSTM call inside a task (bounds the task's input memory).
+    torch_threads
+        Torch threads per worker process (see :func:`lstm_chunk`; default 1).
 
     Returns
     -------
@@ -943,7 +956,8 @@ def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Se
             for k, nt in enumerate(tchunks):
                 res = dask.delayed(lstm_chunk, pure=True)(
                     w, msk_d[i, j], tuple(s[i, j] for s in sta_d), state,
-                    *[d[k, i, j] for d in drv_d], dtype=dtype, batch_pixels=batch_pixels)
+                    *[d[k, i, j] for d in drv_d], dtype=dtype, batch_pixels=batch_pixels,
+                    torch_threads=torch_threads)
                 out = dask.delayed(_chunk_output, pure=True)(res)
                 state = dask.delayed(_chunk_state, pure=True)(res)
                 rows[k][i][j] = da.from_delayed(out, shape=(nt, ny, nx), dtype=np.dtype(dtype))
