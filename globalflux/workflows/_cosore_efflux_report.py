@@ -88,7 +88,8 @@ def figures(folder: Path, ds, y, preds, train, table, cfg) -> dict[str, str]:
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(_NAMES) + 1), list(_NAMES.values()), fontsize=8)
         ax.axhline(0, color="grey", lw=0.6)
-        ax.set_title(f"{metric.replace('_', ' ')} per site (clipped at -3)", fontsize=9)
+        ax.set_title(f"{metric.replace('_', ' ')} per site (values below -3 drawn at -3; "
+                     "triangle: mean of the drawn values)", fontsize=8)
     fig.tight_layout()
     fig.savefig(folder / "metric_distributions.png", dpi=110)
     plt.close(fig)
