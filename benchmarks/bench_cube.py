@@ -101,7 +101,7 @@ def assembly(n: int, size: int, threads: int, work: Path) -> list[dict]:
         t0 = time.perf_counter()
         nbytes = 0
         for idx in np.ndindex(*arr.cdata_shape):
-            sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, arr.chunks, arr.shape))
+            sl = tuple(slice(i * c, min((i + 1) * c, s)) for i, c, s in zip(idx, arr.chunks, arr.shape, strict=True))
             nbytes += arr[sl].nbytes
         dt = time.perf_counter() - t0
         rows.append({"step": "baseline: plain zarr read of the cube (lst, 1 thread)", "seconds": dt,
@@ -132,7 +132,6 @@ def _gen_block(block, block_info=None):
 def memory_child(nt: int, ny: int, nx: int, threads: int, out: str) -> None:
     import dask
     import dask.array as dsa
-    import pandas as pd
     import xarray as xr
 
     from globalflux.cube import finalize_cube
@@ -207,9 +206,9 @@ def _table(rows: list[dict]) -> str:
     cols = list(dict.fromkeys(k for r in rows for k in r))
     fmt = [[(f"{r[c]:.2f}" if isinstance(r.get(c), float) else str(r.get(c, ""))) for c in cols] for r in rows]
     widths = [max(len(c), *(len(f[i]) for f in fmt)) for i, c in enumerate(cols)]
-    line = "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |"
+    line = "| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(v.ljust(w) for v, w in zip(f, widths)) + " |" for f in fmt]
+    body = ["| " + " | ".join(v.ljust(w) for v, w in zip(f, widths, strict=True)) + " |" for f in fmt]
     return "\n".join([line, sep, *body])
 
 

@@ -184,7 +184,7 @@ def test_corrupt_zarr_chunk_names_store_and_chunk(tmp_path):
     da = open_raster(store, variable="dem")
     np.testing.assert_array_equal(da[:3].values, vals[:3])  # intact chunks still read
     with pytest.raises(InputFileError) as e:
-        da.values
+        da.compute()
     assert str(e.value).startswith(f"{store}: corrupt or unreadable chunk")
     assert "'dem'" in str(e.value)
 

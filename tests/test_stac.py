@@ -18,7 +18,14 @@ import pandas as pd
 import pytest
 import rioxarray  # noqa: F401
 import yaml
-from _cube_helpers import GRID, item_collection_file, modis_lst_series, stac_item, static_catalog, write_tif
+from _cube_helpers import (
+    GRID,
+    item_collection_file,
+    modis_lst_series,
+    stac_item,
+    static_catalog,
+    write_tif,
+)
 
 from globalflux.cli import main
 from globalflux.errors import GridError, InputFileError, RecipeError

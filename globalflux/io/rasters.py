@@ -380,7 +380,7 @@ def open_raster_series(
                         fix="Give one time per file.")
     arrays = [open_raster(p, **kwargs) for p in paths]
     ref = arrays[0]
-    for p, a in zip(paths[1:], arrays[1:]):
+    for p, a in zip(paths[1:], arrays[1:], strict=True):
         if a.shape != ref.shape or not (np.allclose(a.x, ref.x) and np.allclose(a.y, ref.y)) or a.rio.crs != ref.rio.crs:
             raise GridError(f"grid differs from {paths[0]}", where=str(p),
                             fix="All files of a series must share one grid; reproject them first.")

@@ -39,8 +39,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import dask.array as dsa
-import rioxarray  # noqa: F401  (registers the .rio accessor)
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from ..errors import DataError, InputFileError

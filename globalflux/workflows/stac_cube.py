@@ -83,8 +83,16 @@ def open_raster_sources(cfg, grid) -> tuple[dict[str, xr.DataArray], dict[str, s
 
 def derive(arrays: dict[str, xr.DataArray], cfg) -> xr.Dataset:
     """Indices, temporal handling, time-axis check, annual stats and sin(DOY) (lazy)."""
-    from ..cube import (annual_stats, check_time_axes, composite_8day, daily_interpolate, evi, lswi, ndvi,
-                        sin_doy)
+    from ..cube import (
+        annual_stats,
+        check_time_axes,
+        composite_8day,
+        daily_interpolate,
+        evi,
+        lswi,
+        ndvi,
+        sin_doy,
+    )
 
     out = dict(arrays)
     need = {"ndvi": ("sr_b02", "sr_b01"), "evi": ("sr_b02", "sr_b01", "sr_b03"), "lswi": ("sr_b02", "sr_b06")}
