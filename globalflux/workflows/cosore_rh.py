@@ -60,6 +60,13 @@ def rh_datasets(cosore_path: str | Path) -> list[str]:
     return out
 
 
+def location_ids(table: pd.DataFrame) -> np.ndarray:
+    """One id per distinct location (coordinates rounded to 1e-4 degree)."""
+    la = table["lat"].astype("float64").round(4)
+    lo = table["lon"].astype("float64").round(4)
+    return np.array([f"{a:+08.4f}_{b:+09.4f}" for a, b in zip(la, lo)], dtype=object)
+
+
 def training_table(long: pd.DataFrame) -> pd.DataFrame:
     """Wide 8-day table: one row per site and period with Rh, drivers, seasonality, annual means.
 
@@ -160,19 +167,24 @@ def run(recipe, ctx) -> None:
                   *STATIC_PREDICTORS]
     X = table[list(dict.fromkeys(predictors + factors))]
     y = table["Rh"].to_numpy(dtype="float64")
-    g = table["site_id"].astype(str).to_numpy()
+    # folds by location: datasets at the same coordinates (e.g. two plots of one study) are held
+    # out together, so no fold trains on the place it predicts
+    g = location_ids(table)
+    n_loc = len(np.unique(g))
     preds = {}
     for kind in ("zoned", "unified"):
         model = (cfg_f.zoned(factors, cfg_z.classifier(), predictors=predictors) if kind == "zoned"
                  else cfg_f.unified(predictors=predictors))
-        with ctx.step(f"leave-one-site-out: {kind} forest ({n_sites} sites)"):
+        with ctx.step(f"leave-one-location-out: {kind} forest ({n_sites} datasets at {n_loc} "
+                      "locations)"):
             preds[kind] = loso(model, X, y, g, with_std=True)
+            preds[kind]["dataset"] = table.loc[preds[kind].index, "site_id"].to_numpy()
         preds[kind].to_csv(ctx.metrics / f"pred_{kind}.csv")
     rows = []
     for kind, p in preds.items():
         by_zone = score(p, by="zone" if "zone" in p else None)
         by_zone.insert(0, "by", ["all"] + ["zone"] * (len(by_zone) - 1))
-        by_site = score(p, by="site_id").iloc[1:]
+        by_site = score(p, by="dataset").iloc[1:]
         by_site.insert(0, "by", "site")
         part = pd.concat([by_zone, by_site], ignore_index=True)
         part.insert(0, "model", kind)
@@ -185,10 +197,10 @@ def run(recipe, ctx) -> None:
         final_u = cfg_f.unified(predictors=predictors).fit(X, y, groups=g)
         table_i = _table_i(final, final_u)
         table_i.to_csv(ctx.metrics / "selected_variables.csv")
-        site_zone = final.site_zones_.rename("zone").reset_index().rename(columns={"index": "site_id"})
-        site_info = (table.groupby("site_id")[["lat", "lon", "igbp"] + factors].first()
-                     .join(table.groupby("site_id").size().rename("n_periods"))
-                     .reset_index().merge(site_zone, on="site_id", how="left"))
+        site_info = (table.assign(location=g).groupby("site_id")[["location", "lat", "lon", "igbp"]
+                                                                   + factors].first()
+                     .join(table.groupby("site_id").size().rename("n_periods")).reset_index())
+        site_info["zone"] = final.site_zones_.reindex(site_info["location"]).to_numpy()
         site_info.to_csv(ctx.metrics / "sites.csv", index=False)
         dpi = recipe.report.dpi
         if recipe.report.figures:
@@ -208,15 +220,17 @@ def run(recipe, ctx) -> None:
             ("Data", f"COSORE (Bond-Lamberty et al. 2020, CC BY 4.0) datasets with Rh ports: "
              f"{len(names)} listed, {int((raw.status['status'] == 'loaded').sum())} with data "
              f"(`metrics/datasets.csv`). After QC and 8-day aggregation: {len(table)} 8-day Rh "
-             f"values ({RH_UNITS}) at {n_sites} sites.\n\n"
-             + markdown_table(site_info[["site_id", "lat", "lon", "igbp", "n_periods", "zone"]])),
+             f"values ({RH_UNITS}) from {n_sites} datasets at {n_loc} distinct locations.\n\n"
+             + markdown_table(site_info[["site_id", "location", "igbp", "n_periods", "zone"]])),
             ("Set-up", f"Predictors: {', '.join(predictors)}. Zone factors (static cube at "
              f"{cfg_c.grid.resolution} deg): {', '.join(factors)}; k = {cfg_z.n_zones}. "
              f"Zones with fewer than {cfg_f.min_zone_sites} training sites use the all-sites "
-             f"forest. Leave-one-site-out; every step refitted per fold. {cfg_f.n_estimators} trees."),
-            ("Zoned vs unified (leave-one-site-out)",
-             "Few locations: each held-out site is predicted from the remaining "
-             f"{n_sites - 1}, and a zone holds only a handful of sites; treat these numbers as "
+             f"forest. Leave-one-location-out; every step (scaler, PCA, zones, feature selection, "
+             f"forest) refitted per fold on the training locations. {cfg_f.n_estimators} trees."),
+            ("Zoned vs unified (leave-one-location-out)",
+             f"Few locations: each held-out location is predicted from the other {n_loc - 1} "
+             "(datasets sharing coordinates are held out together; `n_sites` below counts "
+             "locations), and a zone holds only a handful of them; treat these numbers as "
              "indicative.\n\n" + markdown_table(overall) + "\n\nPer zone and per site:\n\n"
              + markdown_table(skill[skill["by"] != "all"])
              + ("\n\nNotes (final model): " + "; ".join(final.notes_) if final.notes_ else "")),
