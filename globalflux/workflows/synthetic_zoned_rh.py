@@ -66,7 +66,8 @@ def crop_to_bbox(ds: xr.Dataset, bbox: tuple[float, float, float, float] | None,
 
 
 def training_table(cube: xr.Dataset, long: pd.DataFrame, sites: pd.DataFrame,
-                   predictors: list[str], factors: list[str]) -> pd.DataFrame:
+                   predictors: list[str], factors: list[str], *, method: str = "nearest",
+                   window: int = 3) -> pd.DataFrame:
     """Join site observations with the cube at the sites: one row per site and 8-day period.
 
     Parameters
@@ -78,52 +79,23 @@ def training_table(cube: xr.Dataset, long: pd.DataFrame, sites: pd.DataFrame,
         rows with ``variable == "Rh"`` are used.
     sites
         Site table with ``site_id, lat, lon``.
+    method, window
+        Extraction at the sites (:func:`globalflux.extract.sample_points`): the pixel holding
+        the site, or the mean of a ``window`` x ``window`` pixel window.
 
     Returns
     -------
     DataFrame with ``site_id, time, rh, n`` and every predictor and factor column; rows whose
     predictors are missing (sea pixel, gap) are dropped.
     """
+    from ..extract import join_sites, sample_points
+
     names = list(predictors) + list(factors)
     obs = long[long["variable"] == "Rh"]
-    try:
-        from ..extract import join_sites, sample_points
-    except ImportError:  # the cube engineer's extraction has not landed: nearest pixel here
-        samples = _sample_nearest(cube[names], sites[["site_id", "lat", "lon"]])
-        table = obs.merge(samples, on=["site_id", "time"], how="left")
-    else:
-        samples = sample_points(cube[names], sites[["site_id", "lat", "lon"]], method="nearest")
-        table = join_sites(samples, obs, on="8day")
+    samples = sample_points(cube[names], sites[["site_id", "lat", "lon"]], method=method,
+                            window=window)
+    table = join_sites(samples, obs, on="8day")
     return _normalise_join(table, predictors, factors)
-
-
-def _sample_nearest(cube: xr.Dataset, points: pd.DataFrame) -> pd.DataFrame:
-    """Values at the pixel nearest each point, one row per point and time (private fallback)."""
-    x, y = cube["x"].values, cube["y"].values
-    res_x = abs(float(x[1] - x[0])) if x.size > 1 else 0.0
-    res_y = abs(float(y[1] - y[0])) if y.size > 1 else 0.0
-    lon, lat = points["lon"].to_numpy(float), points["lat"].to_numpy(float)
-    outside = ((lon < x.min() - res_x / 2) | (lon > x.max() + res_x / 2)
-               | (lat < y.min() - res_y / 2) | (lat > y.max() + res_y / 2))
-    if outside.any():
-        bad = points.loc[outside, "site_id"].astype(str).tolist()[:5]
-        raise GridError(f"site(s) {bad} lie outside the cube", where="sites",
-                        fix="Drop them or use a cube that covers them.")
-    ix = np.abs(x[None, :] - lon[:, None]).argmin(1)
-    iy = np.abs(y[None, :] - lat[:, None]).argmin(1)
-    sel = cube.isel(x=xr.DataArray(ix, dims="site"), y=xr.DataArray(iy, dims="site")).compute()
-    frames = []
-    times = pd.DatetimeIndex(sel["time"].values)
-    for k, sid in enumerate(points["site_id"].astype(str)):
-        row = {"site_id": sid, "time": times}
-        for name in sel.data_vars:
-            v = sel[name]
-            row[name] = (v.isel(site=k).values if "time" in v.dims
-                         else np.repeat(v.isel(site=k).values, len(times)))
-        frames.append(pd.DataFrame(row))
-    out = pd.concat(frames, ignore_index=True)
-    out["site_id"] = out["site_id"].astype("string")
-    return out
 
 
 def _normalise_join(table: pd.DataFrame, predictors, factors) -> pd.DataFrame:
@@ -214,8 +186,14 @@ def run(recipe, ctx) -> None:
                  world.cube.sizes["time"], len(world.sites), len(world.long))
 
     with timer.step("write the predictor cube (Zarr)"):
-        chunks = {"time": cfg_cube.chunk_time if cfg_cube.chunk_time > 0 else -1,
-                  "y": cfg_cube.chunk_y, "x": cfg_cube.chunk_x}
+        if getattr(cfg_cube, "chunking", "fixed") == "auto":
+            from ..cube import choose_chunks
+
+            chunks = choose_chunks(dict(world.cube.sizes), 4, target_mb=cfg_cube.chunk_mb)
+        else:
+            chunks = {"time": cfg_cube.chunk_time if cfg_cube.chunk_time > 0 else -1,
+                      "y": cfg_cube.chunk_y, "x": cfg_cube.chunk_x}
+        log.info("predictor cube chunks: %s", chunks)
         src = world.cube.chunk(chunks)
         pieces = {name: src[name] for name in src.data_vars}
         cube_path = map_to_store(None, pieces, ctx.maps / "predictors.zarr",
@@ -224,7 +202,8 @@ def run(recipe, ctx) -> None:
         cube = _open_store(cube_path)
 
     with timer.step("extract the sites' training table"):
-        table = training_table(cube, world.long, world.sites, predictors, factors)
+        table = training_table(cube, world.long, world.sites, predictors, factors,
+                               method=cfg_cube.extraction, window=cfg_cube.window)
         table = table.merge(world.sites[["site_id", "zone_true", "lat", "lon"]], on="site_id",
                             how="left")
         log.info("training table: %d rows at %d sites", len(table), table["site_id"].nunique())
