@@ -326,7 +326,18 @@ def _threads(client) -> int:
 
 
 def _peak_rss() -> int:
-    """Module-level (runs on a worker): peak resident memory of this process in bytes."""
+    """Module-level (runs on a worker): peak resident memory of this process in bytes.
+
+    Linux ``VmHWM`` (high-water mark of this address space; reset by exec). ``ru_maxrss`` is
+    only a fallback: it survives fork+exec, so a spawned worker would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 

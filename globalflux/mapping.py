@@ -493,7 +493,7 @@ def map_to_store(
     if not manifest:
         raise StoreError("map_to_store always writes a manifest", where="map_to_store(manifest=)",
                          fix="Use globalflux.io.store.write_dataset for a one-shot write.")
-    path = Path(store_path)
+    path = Path(store_path).absolute()  # workers may run in another working directory
     ds = _assemble(pieces, attrs)
     fp = fingerprint or store_fingerprint(ds)
     layout, done = prepare_store(path, ds, fingerprint=fp, resume=resume)
