@@ -141,3 +141,18 @@ def test_real_run_reduced(shared_data, tmp_path):
     ok, errors, _ = validate_cog(out / "maps" / "cog" / "rh_0p5deg.tif")
     assert ok, errors
     assert (out / "figures" / "zone_map_0p5deg.png").is_file()
+
+
+def test_map_coverage_counts_land_with_every_predictor():
+    from globalflux.workflows.srdb_rh_annual import map_coverage
+
+    cube, model, feats = _small_world()
+    cube["koppen"] = (("y", "x"), np.where(cube["y"].values[:, None] > 40, 3, 4) * np.ones((1, 60), "uint8"))
+    cov = map_coverage(cube, feats)
+    w = (pixel_area_m2(cube) * cube["land_fraction"]).where(cube["land_mask"]).values
+    allrow = cov[cov["group"] == "all land"].iloc[0]
+    assert allrow["land_km2"] == pytest.approx(np.nansum(w) / 1e6)
+    ok = np.isfinite(cube["ndvi_max"].values) & np.isfinite(w)
+    assert allrow["predicted_km2"] == pytest.approx(w[ok].sum() / 1e6)
+    assert set(cov["group"]) == {"C temperate", "D cold", "all land"}
+    assert (cov["predicted_share"] <= 1).all()

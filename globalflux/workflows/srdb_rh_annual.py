@@ -270,6 +270,35 @@ def global_total(model, cube: xr.Dataset, features: list[str]) -> dict[str, floa
             "land_area_km2": float(land_area) / 1e6, "n_trees": int(n_trees)}
 
 
+KOPPEN_GROUPS = {1: "A tropical", 2: "B arid", 3: "C temperate", 4: "D cold", 5: "E polar"}
+
+
+def map_coverage(cube: xr.Dataset, features: list[str]) -> pd.DataFrame:
+    """Land area (km2) and the part with every predictor present, per Köppen main group.
+
+    Shows where the map (and its total) has no value: land pixels lacking a predictor.
+    """
+    w = (pixel_area_m2(cube) * cube["land_fraction"].astype("float64")).where(cube["land_mask"])
+    ok = xr.ones_like(cube["land_mask"], dtype=bool)
+    for f in features:
+        ok = ok & np.isfinite(cube[f].astype("float32"))
+    kg = cube["koppen"].astype("int16") if "koppen" in cube else xr.zeros_like(w, dtype="int16")
+    frame = pd.DataFrame({"koppen": np.asarray(kg.values).ravel(),
+                          "w": np.asarray(w.values).ravel(),
+                          "ok": np.asarray(ok.values).ravel()})
+    frame = frame[np.isfinite(frame["w"])]
+    frame["wp"] = frame["w"].where(frame["ok"], 0.0)
+    out = frame.groupby("koppen").agg(land_km2=("w", "sum"), predicted_km2=("wp", "sum")) / 1e6
+    out = out.reset_index()
+    out.insert(1, "group", [KOPPEN_GROUPS.get(int(k), "none (0)") for k in out["koppen"]])
+    total = pd.DataFrame([{"koppen": -1, "group": "all land",
+                           "land_km2": out["land_km2"].sum(),
+                           "predicted_km2": out["predicted_km2"].sum()}])
+    out = pd.concat([out, total], ignore_index=True)
+    out["predicted_share"] = out["predicted_km2"] / out["land_km2"]
+    return out
+
+
 def _write_cog(da: xr.DataArray, folder: Path, name: str, tags: dict[str, str]) -> list[Path]:
     from ..io.cog import write_cogs
 
@@ -382,6 +411,7 @@ def run(recipe, ctx) -> None:
 
     attrs = provenance_attrs(recipe=recipe)
     totals = []
+    coverage: list[pd.DataFrame] = []
     maps_done = []
     for res in cfg_f.map_resolutions:
         with ctx.step(f"global RH map at {res} deg (Zarr, COG) and global total"):
@@ -409,23 +439,29 @@ def run(recipe, ctx) -> None:
             for v in ("rh", "rh_sd", "zone"):
                 _write_cog(stored[v], ctx.cogs, f"{v}_{tag}", tags)
             tot = global_total(final, cube, feats)
+            cov = map_coverage(cube, feats)
+            cov.insert(0, "resolution_deg", float(res))
+            coverage.append(cov)
             mean_map = float((stored["rh"] * pixel_area_m2(stored) * stored["land_fraction"]).sum()) / 1e15
             tot.update(resolution_deg=float(res), total_from_mean_map_pg=mean_map)
             totals.append(tot)
             maps_done.append((res, stored))
-            log.info("global RH at %s deg: %.1f Pg C/yr (tree SD %.1f) over %.4g km2 land", res,
-                     tot["total_pg"], tot["total_sd_pg"], tot["land_area_km2"])
+            log.info("global RH at %s deg: %.1f Pg C/yr (tree SD %.1f) over %.4g km2 of land with "
+                     "every predictor (%.4g km2 land in the mask)", res, tot["total_pg"],
+                     tot["total_sd_pg"], tot["area_predicted_km2"], tot["land_area_km2"])
     totals_df = pd.DataFrame(totals)
+    cov_df = pd.concat(coverage, ignore_index=True) if coverage else pd.DataFrame()
     if len(totals_df):
         totals_df.to_csv(ctx.metrics / "global_total.csv", index=False)
+        cov_df.to_csv(ctx.metrics / "map_coverage.csv", index=False)
 
     with ctx.step("figures and report"):
         _report(ctx, recipe, records, sites, factors, ksel, t2, zc, skill, side, results, final,
-                final_s, final_u, table_i, totals_df, maps_done, report)
+                final_s, final_u, table_i, totals_df, maps_done, report, cov_df)
 
 
 def _report(ctx, recipe, records, sites, factors, ksel, t2, zc, skill, side, results, final,
-            final_s, final_u, table_i, totals_df, maps_done, report) -> None:
+            final_s, final_u, table_i, totals_df, maps_done, report, cov_df=None) -> None:
     from ..report import markdown_table
 
     dpi = recipe.report.dpi
@@ -509,7 +545,12 @@ def _report(ctx, recipe, records, sites, factors, ksel, t2, zc, skill, side, res
             + "\n\n`area_predicted_km2`: land area (pixel area x land fraction) where every "
             "predictor exists, i.e. the area the total covers; `land_area_km2`: all land pixels of "
             "the mask. MAT, MAP and SOC exist at 0.5 deg only, so the 0.05 deg map repeats them "
-            "within each 0.5 deg cell.\n\nPublished global RH estimates for comparison (Pg C "
+            "within each 0.5 deg cell."
+            + ("\n\nWhere the map has values (land area with every predictor, by Köppen main "
+               "group; the MAT/MAP/SOC grid leaves out most arid and polar land, whose RH is "
+               "low but not zero, so the total covers less than all land):\n\n"
+               + markdown_table(cov_df, floatfmt=".4g") if cov_df is not None and len(cov_df) else "")
+            + "\n\nPublished global RH estimates for comparison (Pg C "
             "yr-1):\n\n" + pub + "\n\nThe band above is the forest's own spread; it does not "
             "include the error of extrapolating from "
             f"{records['site_id'].nunique()} SRDB sites to every land pixel, which the LOSO skill "
