@@ -293,7 +293,8 @@ def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client
         for s in range(0, len(X), step):
             model.predict(X[s:s + step])
 
-    t_m = _best_time(model_only, 1)
+    rep = 1 if quick else 3  # best of N: the machine may be shared
+    t_m = _best_time(model_only, rep)
     _row(rows, "chunk pipeline", "model only (fast forest, in memory)", cells / t_m,
          "pixel-steps/s/core", pixels=cells)
 
@@ -309,7 +310,7 @@ def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client
             map_to_store(client, {"rh": rh}, out, progress=False)
         shutil.rmtree(out, ignore_errors=True)
 
-    t_e = _best_time(end_to_end, 1)
+    t_e = _best_time(end_to_end, rep)
     cores = 1 if client is None else max(1, _threads(client))
     _row(rows, "chunk pipeline", "end to end (read + predict + write + manifest)",
          cells / t_e / cores, "pixel-steps/s/core", chunks="x".join(map(str, chunks)),
@@ -341,7 +342,7 @@ def _peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def _map_on_cluster(model, cols, cube_path, out, n_workers):
+def _map_on_cluster(model, cols, cube_path, out, n_workers, repeat=1):
     from distributed import Client, LocalCluster
 
     from .io.store import open_dataset
@@ -354,9 +355,12 @@ def _map_on_cluster(model, cols, cube_path, out, n_workers):
         cube = open_dataset(cube_path, chunks={})
         fut = scatter_model(c, model)
         rh = apply_to_cube(fut, cube, cols, as_frame=False, name="rh")
-        t = time.perf_counter()
-        map_to_store(c, {"rh": rh}, out, progress=False)
-        dt = time.perf_counter() - t
+        dt = float("inf")
+        for _ in range(repeat):  # best of N
+            shutil.rmtree(out, ignore_errors=True)
+            t = time.perf_counter()
+            map_to_store(c, {"rh": rh}, out, progress=False)
+            dt = min(dt, time.perf_counter() - t)
         peaks = c.run(_peak_rss)
     shutil.rmtree(out, ignore_errors=True)
     return dt, max(peaks.values()), base / max(n_workers, 1)
@@ -369,13 +373,13 @@ def bench_cluster(rows, model, cols, *, tmp: Path):
     small, _, _ = _write_cube(tmp, nt, 256, 256, cols, chunks)
     big, _, _ = _write_cube(tmp, nt, 810, 810, cols, chunks)  # 10.0 x the area
     t_a, peak_a, _ = _map_on_cluster(model, cols, small, tmp / "ma.zarr", 1)
-    t_b, peak_b, _ = _map_on_cluster(model, cols, big, tmp / "mb.zarr", 1)
+    t_b, peak_b, _ = _map_on_cluster(model, cols, big, tmp / "mb.zarr", 1, repeat=2)
     _row(rows, "peak memory", "worker peak RSS, area A (256x256x8)", peak_a / 2**20, "MiB",
          workers=1, threads=1)
     _row(rows, "peak memory", "worker peak RSS, area 10 A (810x810x8)", peak_b / 2**20, "MiB",
          workers=1, threads=1)
     _row(rows, "peak memory", "peak(10 A) / peak(A)", peak_b / peak_a, "ratio", target="<= 1.2")
-    t_2, _, _ = _map_on_cluster(model, cols, big, tmp / "m2.zarr", 2)
+    t_2, _, _ = _map_on_cluster(model, cols, big, tmp / "m2.zarr", 2, repeat=2)
     cells = nt * 810 * 810
     _row(rows, "scaling", "1 worker x 1 thread", cells / t_b, "pixel-steps/s",
          cube="8x810x810")
