@@ -197,3 +197,52 @@ def test_connect_raises_scheduler_error_directly():
 
     with pytest.raises(SchedulerError, match="cannot reach the Dask scheduler within 1 s"):
         connect(f"tcp://127.0.0.1:{_free_port()}", timeout=1)
+
+
+TINY_DEMO = ["--set", "synthetic.ny=48", "--set", "synthetic.nx=48", "--set", "synthetic.n_sites=16",
+             "--set", "forest.n_estimators=8", "--set", "forest.n_jobs=1", "--set", "cube.chunk_y=16",
+             "--set", "cube.chunk_x=16", "--set", "report.figures=false"]
+
+
+def _demo(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "globalflux.cli", "--quiet", "run",
+           str(REPO / "recipes" / "demo.yaml"), "--out", str(out), *TINY_DEMO, *extra]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+
+
+@pytest.mark.slow
+def test_demo_through_scheduler_equals_localcluster(tmp_path, cluster):
+    """`globalflux run recipes/demo.yaml --scheduler tcp://...` (a worker killed once the run is
+    under way) writes the same RH map as the default LocalCluster run."""
+    import xarray as xr
+
+    from globalflux.io.store import open_dataset
+
+    local = _demo(tmp_path / "local")
+    assert local.returncode == 0, local.stderr[-2000:]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "globalflux.cli", "--quiet", "run",
+         str(REPO / "recipes" / "demo.yaml"), "--out", str(tmp_path / "remote"), *TINY_DEMO,
+         "--scheduler", cluster.address],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)), start_new_session=True)
+    try:
+        pred = tmp_path / "remote" / "maps" / "predictors.zarr"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 300 and proc.poll() is None:
+            if (pred / "zarr.json").is_file():  # the run is under way: lose a worker
+                Cluster.kill(cluster.workers[0])
+                break
+            time.sleep(0.05)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            Cluster.kill(proc)
+    assert proc.returncode == 0, out[-2000:]
+    assert cluster.workers[0].poll() is not None
+    a = open_dataset(tmp_path / "remote" / "maps" / "rh.zarr")
+    b = open_dataset(tmp_path / "local" / "maps" / "rh.zarr")
+    xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+    assert a.attrs["globalflux_complete"] == b.attrs["globalflux_complete"] == "true"
+    assert a.attrs["recipe"] == b.attrs["recipe"]
