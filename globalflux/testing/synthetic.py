@@ -15,9 +15,7 @@ construction*, so tests and the demo can check that the method recovers them:
 
   with a zone-specific base rate :math:`R_z` (g C m-2 d-1), temperature sensitivity
   :math:`Q_{10,z}`, moisture response :math:`f_z(W) = W^{a_z}(1-W)^{b_z}` normalised to 1 at its
-  optimum, and GPP dependence :math:`g_z`; :math:`\\overline{SOC}_z` is the zone's mean SOC. The
-  parameters are blended across zone borders over a few pixels, like the factors (ecotones),
-  and stored per pixel in the answer key. Soil temperature :math:`T_s` and soil water
+  optimum, and GPP dependence :math:`g_z`. Soil temperature :math:`T_s` and soil water
   :math:`W` are latent (not among the predictors); the predictors see them only through LST,
   LSWI, ET and vegetation. A single ("unified") forest on the same predictors therefore has to
   guess the zone, while a forest per zone does not: zoned LOSO beats unified, but not trivially.
@@ -39,8 +37,7 @@ is the set of 8-day periods with air temperature above 5 °C.
 ``et`` (mm per 8 days), plus ``sin_doy`` (1). ``time`` holds the MODIS 8-day period starts.
 
 Answer key (``world.truth``): ``zone_true`` (int16, -1 over sea), ``rh_true`` (g C m-2 d-1,
-time, y, x), the latent ``tsoil`` (°C) and ``soil_water`` (1), and the response parameters per
-pixel (``r_ref, q10, moist_a, moist_b, gpp_gain, soc_ref``).
+time, y, x), and the latent ``tsoil`` (°C) and ``soil_water`` (1).
 
 Every object carries ``attrs["synthetic"] = "true"`` and the SYNTHETIC note.
 """
@@ -417,22 +414,18 @@ def make_world(config: SyntheticConfig | None = None, *,
         lswi_gs = np.where(n_gs > 0, np.where(gs, lswi8, 0).sum(0) / np.maximum(n_gs, 1), lswi8.mean(0))
 
     # ---- the true RH response ---------------------------------------------------------------
-    # Each zone's parameters, blended across borders like the factors (ecotones): a border pixel
-    # responds in between, as its factors are in between. Inside a zone they are the zone's own.
-    def param(name: str) -> np.ndarray:
-        v = _blend(zone, proto[name].to_numpy(float), sig)
-        return np.where(land, v, float(proto[name].iloc[0]))  # sea: any finite value (masked)
-
-    r_ref, q10, a, b, g = (param(n) for n in ("r_ref", "q10", "moist_a", "moist_b", "gpp_gain"))
-    soc_ref = np.where(land, _blend(zone, np.array([np.nanmean(soc[zone == z])
-                                                    for z in range(cfg.n_zones)]), sig), 1.0)
+    zl = np.where(zone >= 0, zone, 0)
+    r_ref = proto["r_ref"].to_numpy(float)[zl]
+    q10 = proto["q10"].to_numpy(float)[zl]
+    a = proto["moist_a"].to_numpy(float)[zl]
+    b = proto["moist_b"].to_numpy(float)[zl]
+    g = proto["gpp_gain"].to_numpy(float)[zl]
     w_opt = a / (a + b)
     f_norm = w_opt ** a * (1 - w_opt) ** b
     f_moist = (w ** a[None] * (1 - w) ** b[None]) / f_norm[None]
-    with np.errstate(invalid="ignore"):
-        soc_term = np.where(land, soc / soc_ref, 1.0) ** 0.3
+    soc_zone_mean = np.array([np.nanmean(soc[zone == z]) for z in range(cfg.n_zones)])[zl]
     rh = (r_ref[None] * q10[None] ** ((tsoil - 10.0) / 10.0) * f_moist
-          * (1.0 + g[None] * gpp / 10.0) * soc_term[None])
+          * (1.0 + g[None] * gpp / 10.0) * (soc / soc_zone_mean)[None] ** 0.3)
 
     # ---- assemble the cube ------------------------------------------------------------------
     sea = ~land
@@ -506,12 +499,6 @@ def make_world(config: SyntheticConfig | None = None, *,
                                  {"long_name": "latent soil temperature", "units": "degC"}),
             "soil_water": xr.Variable(("time", "y", "x"), w32,
                                       {"long_name": "latent relative soil water", "units": "1"}),
-            **{name: xr.Variable(("y", "x"), np.where(land, arr, np.nan).astype(f32),
-                                 {"long_name": f"RH response parameter {name} (answer key)",
-                                  "units": units})
-               for name, arr, units in (("r_ref", r_ref, RH_UNITS), ("q10", q10, "1"),
-                                        ("moist_a", a, "1"), ("moist_b", b, "1"),
-                                        ("gpp_gain", g, "1"), ("soc_ref", soc_ref, "t ha-1"))},
         },
         coords={k: v for k, v in coords.items()},
         attrs=dict(attrs, title="SYNTHETIC globalflux world: answer key"),
