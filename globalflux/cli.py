@@ -137,16 +137,28 @@ _COMMANDS = {
 }
 
 
+def _configure_logging(*, quiet: bool, debug: bool) -> None:
+    """globalflux's own messages go to stderr (warnings only with --quiet) and always in full to
+    the run's log.txt; other libraries (distributed, ...) only show warnings unless --debug."""
+    logger = logging.getLogger("globalflux")
+    logger.setLevel(logging.INFO)  # the run folder's log.txt always gets INFO
+    for h in list(logger.handlers):
+        if getattr(h, "_globalflux_cli", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._globalflux_cli = True  # type: ignore[attr-defined]
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    for name in ("distributed", "dask", "tornado", "bokeh", "rasterio", "numexpr"):
+        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.getLogger("globalflux").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    _configure_logging(quiet=args.quiet, debug=args.debug)
     try:
         return _COMMANDS[args.command](args)
     except GlobalfluxError as exc:

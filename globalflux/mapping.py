@@ -543,9 +543,11 @@ def map_to_store(
 
                 futures = client.compute(part)
                 try:
-                    for fut in as_completed(futures):
-                        fut.result()
-                        bar.update()
+                    # as_completed looks up the current client; ours is not the default one
+                    with client.as_current():
+                        for fut in as_completed(futures, loop=client.loop):
+                            fut.result()
+                            bar.update()
                 finally:
                     for f in futures:
                         f.release()
