@@ -626,8 +626,10 @@ def _summary(raw, daily: pd.DataFrame, qc: pd.DataFrame, infos: dict) -> pd.Data
     st["swc_unit"] = st["dataset"].map({k: v["swc_unit"] for k, v in infos.items()}).fillna("")
     first = flux.groupby("dataset")["time"].min()
     last = flux.groupby("dataset")["time"].max()
-    st["first_day"] = st["dataset"].map(first)
-    st["last_day"] = st["dataset"].map(last)
+    # reindex, not map: mapping through an empty datetime Series fails in pandas 3
+    keys = st["dataset"].to_numpy()
+    st["first_day"] = pd.DatetimeIndex(first.reindex(keys).to_numpy(dtype="datetime64[ns]"))
+    st["last_day"] = pd.DatetimeIndex(last.reindex(keys).to_numpy(dtype="datetime64[ns]"))
     st["removed"] = st["dataset"].map(qc.groupby("site_id")["n_removed"].sum()).fillna(0).astype("int64")
     return st.reset_index(drop=True)
 

@@ -204,3 +204,14 @@ def test_annual_stats():
     assert a["year"].tolist() == [2001, 2002]
     assert a["tp_mean"].tolist() == [5.5, 17.5] and a["tp_max"].tolist() == [11, 23]
     assert a["tp_min"].tolist() == [0, 12] and a["tp_sum"].tolist() == [66, 210]
+
+
+@pytest.mark.realdata
+def test_cosore_tables_with_no_usable_dataset(shared_data, tmp_path):
+    """An NEE-only dataset alone gives an empty long table and a summary, not a crash."""
+    raw = read_cosore(shared_data / "cosore", datasets=["d20200328_UEYAMA_FAIRBANKS"],
+                      cache_dir=tmp_path / "cache")
+    tables = cosore_tables(raw, aggregation="daily", variables=("Rs",))
+    assert len(tables.long) == 0
+    row = tables.summary.set_index("dataset").loc["d20200328_UEYAMA_FAIRBANKS"]
+    assert row["status"] == "NEE only" and row["days"] == 0 and pd.isna(row["first_day"])
