@@ -47,6 +47,8 @@ GSBE_PREDICTORS = ("gpp_mean", "gpp_max", "gpp_min", "t2m_mean", "stl1_mean", "s
 RH_UNITS = "g C m-2 yr-1"
 EARTH_RADIUS_M = 6371007.181  # the MODIS sphere
 
+#: Span of the published totals below (Pg C yr-1), for the report's comparison sentence.
+PUBLISHED_SPAN = (34.0, 51.0)
 #: Published global RH totals quoted in the report (approximate values; see the references).
 PUBLISHED = [
     ("Hashimoto et al. (2015), Biogeosciences 12, 4121-4132 (global soil respiration model "
@@ -551,15 +553,32 @@ def _report(ctx, recipe, records, sites, factors, ksel, t2, zc, skill, side, res
                "low but not zero, so the total covers less than all land):\n\n"
                + markdown_table(cov_df, floatfmt=".4g") if cov_df is not None and len(cov_df) else "")
             + "\n\nPublished global RH estimates for comparison (Pg C "
-            "yr-1):\n\n" + pub + "\n\nThe band above is the forest's own spread; it does not "
-            "include the error of extrapolating from "
-            f"{records['site_id'].nunique()} SRDB sites to every land pixel, which the LOSO skill "
-            "above indicates is large."))
+            "yr-1):\n\n" + pub + "\n\n" + _comparison(totals_df, side, cfg_f.validation)
+            + " The band above is the forest's own spread; it does not include the error of "
+            f"extrapolating from {records['site_id'].nunique()} SRDB sites to every land pixel."))
     figs_list = sorted(p.name for p in ctx.figures.glob("*.png"))
     sections.append(("Figures", "\n".join(f"![{n}](figures/{n})" for n in figs_list)))
     report.write_report(ctx.out / "report.md", f"{recipe.name}: SRDB annual RH, zoned random forests",
                         sections, provenance={"recipe": "recipe.yaml", "data": "SRDB (Jian et al. 2021, "
                                               "MIT), gsbe (MIT), static grids (see PROVENANCE.md)"})
+
+
+def _comparison(totals_df: pd.DataFrame, side: pd.DataFrame, validation: str = "loso") -> str:
+    """A sentence placing the computed total against the published span and the map skill."""
+    lo, hi = PUBLISHED_SPAN
+    parts = []
+    for row in totals_df.itertuples():
+        where = "above" if row.total_pg > hi else ("below" if row.total_pg < lo else "within")
+        parts.append(f"At {row.resolution_deg:g} deg the total ({row.total_pg:.1f} Pg C yr-1, "
+                     f"5-95% of trees {row.total_q05_pg:.1f}-{row.total_q95_pg:.1f}) is {where} the "
+                     f"span of these estimates (approximately {lo:g}-{hi:g}), although it covers "
+                     f"only {row.area_predicted_km2 / 1e6:.0f} million km2 of land.")
+    grid = side[side["predictors"] == "grid"]
+    if len(grid):
+        parts.append(f"The map model's held-out R2 ({validation}) is {grid['zoned r2'].item():.2f} "
+                     f"(unified forest: {grid['unified r2'].item():.2f}), so the map's spatial "
+                     "pattern is weakly constrained by the SRDB sites.")
+    return " ".join(parts)
 
 
 def _table_i(zoned, unified) -> pd.DataFrame:
