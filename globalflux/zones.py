@@ -49,7 +49,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
@@ -134,7 +139,7 @@ def lloyd(X: np.ndarray, centers: np.ndarray, max_iter: int = 300) -> tuple[np.n
         counts = np.bincount(new, minlength=k)
         if (counts == 0).any():  # move each empty centre to the farthest point
             far = np.argsort(d[np.arange(n), new])[::-1]
-            for j, idx in zip(np.flatnonzero(counts == 0), far):
+            for j, idx in zip(np.flatnonzero(counts == 0), far, strict=False):
                 C[j] = X[idx]
             continue
         if np.array_equal(new, labels):

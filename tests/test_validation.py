@@ -45,9 +45,9 @@ class Recorder:
     """
 
     def __init__(self, table: pd.DataFrame):
-        self.site_of_f0 = dict(zip(table["f0"].round(9), table["site"]))
-        self.site_of_y = dict(zip(table["y"].round(9), table["site"]))
-        self.site_of_p0 = dict(zip(table["p0"].round(9), table["site"]))
+        self.site_of_f0 = dict(zip(table["f0"].round(9), table["site"], strict=True))
+        self.site_of_y = dict(zip(table["y"].round(9), table["site"], strict=True))
+        self.site_of_p0 = dict(zip(table["p0"].round(9), table["site"], strict=True))
         self.calls: list[tuple[str, set[str]]] = []
         self.last_scaler = None
         self.last_pca = None

@@ -64,7 +64,7 @@ def location_ids(table: pd.DataFrame) -> np.ndarray:
     """One id per distinct location (coordinates rounded to 1e-4 degree)."""
     la = table["lat"].astype("float64").round(4)
     lo = table["lon"].astype("float64").round(4)
-    return np.array([f"{a:+08.4f}_{b:+09.4f}" for a, b in zip(la, lo)], dtype=object)
+    return np.array([f"{a:+08.4f}_{b:+09.4f}" for a, b in zip(la, lo, strict=True)], dtype=object)
 
 
 def training_table(long: pd.DataFrame) -> pd.DataFrame:
@@ -249,7 +249,7 @@ def _series_png(table: pd.DataFrame, preds: dict[str, pd.DataFrame], path: Path,
     plt = _plt()
     sites = list(pd.unique(table["site_id"]))
     fig, axes = plt.subplots(len(sites), 1, figsize=(8, 1.6 * len(sites)), squeeze=False)
-    for ax, s in zip(axes[:, 0], sites):
+    for ax, s in zip(axes[:, 0], sites, strict=True):
         rows = table.index[table["site_id"] == s]
         t = pd.DatetimeIndex(table.loc[rows, "time"])
         ax.plot(t, table.loc[rows, "Rh"], "k.", ms=3, label="observed")

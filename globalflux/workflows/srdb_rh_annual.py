@@ -215,7 +215,7 @@ def map_rh(model, cube: xr.Dataset, features: list[str], quantiles=(0.05, 0.95))
     arrays = [cube[f].astype("float32") for f in features] + [cube["land_mask"]]
     arrays = list(xr.broadcast(*arrays))
     template = arrays[0]
-    arrays = [a.chunk(dict(zip(template.dims, template.chunks))) for a in arrays]
+    arrays = [a.chunk(dict(zip(template.dims, template.chunks, strict=True))) for a in arrays]
     stats = xr.apply_ufunc(
         rh_stats_block, *arrays,
         kwargs={"estimator": model, "columns": list(features), "quantiles": tuple(quantiles)},
@@ -258,7 +258,7 @@ def global_total(model, cube: xr.Dataset, features: list[str]) -> dict[str, floa
     arrays = [cube[f].astype("float32") for f in features] + [cube["land_mask"], weight]
     arrays = list(xr.broadcast(*arrays))
     tmpl = arrays[0]
-    arrays = [a.chunk(dict(zip(tmpl.dims, tmpl.chunks))).data for a in arrays]
+    arrays = [a.chunk(dict(zip(tmpl.dims, tmpl.chunks, strict=True))).data for a in arrays]
     n_trees = model.n_estimators
     sums = dsa.map_blocks(tree_totals_block, *arrays, estimator=model, columns=list(features),
                           dtype="float64", new_axis=2,
@@ -353,7 +353,6 @@ def run(recipe, ctx) -> None:
     site_rows = records.groupby("site_id", sort=True)[factors + ["lat", "lon"]].mean()
     gsbe_cols = [c for c in GSBE_PREDICTORS if c in records.columns]
     sets = {"grid": list(GRID_PREDICTORS), "site": list(GRID_PREDICTORS) + gsbe_cols}
-    sections: list[tuple[str, str]] = []
 
     with ctx.step("k-selection report and zone factor differences"):
         ksel = pd.DataFrame()
@@ -598,7 +597,7 @@ def _importance_png(zoned, unified, path: Path, dpi: int) -> None:
     if unified is not None:
         models["unified"] = unified.feature_importances_
     fig, axes = plt.subplots(1, len(models), figsize=(3.0 * len(models), 3.6), squeeze=False)
-    for ax, (name, imp) in zip(axes[0], models.items()):
+    for ax, (name, imp) in zip(axes[0], models.items(), strict=True):
         imp = imp.sort_values()
         ax.barh(list(imp.index), imp.to_numpy())
         ax.set_title(name, fontsize=9)
