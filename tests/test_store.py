@@ -104,3 +104,26 @@ def test_write_dataset_and_open_errors(tmp_path):
     (tmp_path / "bad.zarr").mkdir()
     with pytest.raises(StoreError, match="bad.zarr: cannot open as Zarr"):
         open_dataset(tmp_path / "bad.zarr")
+
+
+def test_numeric_variables_use_lz4_and_keep_their_fill(tmp_path):
+    """Cubes/maps are read-bound: numeric variables get Blosc LZ4 + shuffle unless they name a
+    compressor, and other encoding (the _FillValue) is kept."""
+    import numpy as np
+    import xarray as xr
+    import zarr
+
+    from globalflux.io.store import open_dataset, write_dataset
+
+    ds = xr.Dataset({"a": (("y", "x"), np.arange(12, dtype="float32").reshape(3, 4)),
+                     "z": (("y", "x"), np.full((3, 4), -1, dtype="int16"))})
+    ds["z"].encoding["_FillValue"] = -1
+    write_dataset(ds, tmp_path / "s.zarr")
+    g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    for name in ("a", "z"):
+        blosc = [c for c in g[name].metadata.codecs if type(c).__name__ == "BloscCodec"]
+        assert blosc and blosc[0].cname.value == "lz4", g[name].metadata.codecs
+    assert g["z"].attrs["_FillValue"] == -1  # xarray keeps the CF fill as an attribute
+    back = open_dataset(tmp_path / "s.zarr")
+    assert np.isnan(back["z"].values).all()  # -1 decodes as missing
+    np.testing.assert_array_equal(back["a"].values, ds["a"].values)

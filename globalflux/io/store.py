@@ -60,6 +60,36 @@ COMPLETE_ATTR = "globalflux_complete"
 FINGERPRINT_ATTR = "globalflux_fingerprint"
 
 
+def _use_fast_codec(ds: xr.Dataset) -> xr.Dataset:
+    """Set Blosc LZ4 + byte shuffle on every numeric data variable that names no compressor
+    (in place on ``ds``, a copy made by the caller; other encoding such as _FillValue is kept).
+
+    Cubes and maps are read far more often than written, and mapping is read-bound once a fast
+    forest is used: LZ4 decompresses ~2.4x faster than zarr's default Zstd here (722 vs 305 MiB/s
+    for float32 cubes, 16 variables of 23x512x512).
+    """
+    for name, enc in fast_encoding(ds).items():
+        ds[name].encoding = {**ds[name].encoding, **enc}
+    return ds
+
+
+def fast_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Compressor for every numeric data variable that does not name its own: Blosc LZ4 with
+    byte shuffle.
+
+    Cubes and maps are read far more often than written, and mapping is read-bound once a fast
+    forest is used: LZ4 decompresses ~2.4x faster than zarr's default Zstd here (722 vs 305 MiB/s
+    for float32 cubes, 16 variables of 23x512x512; see benchmarks/bench_mapping.py).
+    """
+    from zarr.codecs import BloscCodec
+
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in ds.data_vars.items():
+        if var.dtype.kind in "fiub" and not var.encoding.get("compressors"):
+            enc[str(name)] = {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}
+    return enc
+
+
 def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute: bool = True) -> Any:
     """Write ``ds`` to Zarr at ``path`` with consolidated metadata.
 
@@ -82,6 +112,7 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute
     for name in ds.variables:
         ds[name].encoding.pop("chunks", None)
         ds[name].encoding.pop("preferred_chunks", None)
+    _use_fast_codec(ds)
     return ds.to_zarr(path, mode=mode, consolidated=True, compute=compute, zarr_format=3)
 
 
@@ -318,6 +349,7 @@ def prepare_store(
     ds.attrs[COMPLETE_ATTR] = "false"
     path.parent.mkdir(parents=True, exist_ok=True)
     # metadata and (numpy) coordinates only: the dask data variables are not computed
+    _use_fast_codec(ds)
     ds.to_zarr(path, mode="w-", compute=False, consolidated=False, zarr_format=3)
     mdir = _manifest_dir(path)
     (mdir / "blocks").mkdir(parents=True, exist_ok=True)
