@@ -623,7 +623,8 @@ def _summary(raw, daily: pd.DataFrame, qc: pd.DataFrame, infos: dict) -> pd.Data
     for k, s in cols.items():
         st[k] = st["dataset"].map(s).fillna(0).astype("int64")
     st["drivers"] = [",".join(v for v in DRIVER_VARIABLES if row[f"{v}_days"] > 0) for _, row in st.iterrows()]
-    st["swc_unit"] = st["dataset"].map({k: v["swc_unit"] for k, v in infos.items()}).fillna("")
+    units = {k: v["swc_unit"] for k, v in infos.items()}
+    st["swc_unit"] = [str(units.get(d, "") or "") for d in st["dataset"]]
     first = flux.groupby("dataset")["time"].min()
     last = flux.groupby("dataset")["time"].max()
     # reindex, not map: mapping through an empty datetime Series fails in pandas 3
