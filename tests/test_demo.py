@@ -218,3 +218,15 @@ def test_full_demo_recovers_zones_and_zoned_beats_unified(tmp_path):
     rh = xr.open_zarr(out / "maps" / "rh.zarr")
     assert rh.sizes["y"] >= 256 and rh.sizes["x"] >= 256 and rh.sizes["time"] >= 46
     assert len(list((out / "maps" / "cog").glob("rh_*.tif"))) == rh.sizes["time"]
+
+
+def test_stac_collection_describes_the_cogs(demo):
+    """mapping.catalog (default true): a STAC Collection + one Item per COG, marked synthetic."""
+    import pystac
+
+    collection = pystac.Collection.from_file(str(demo / "maps" / "stac" / "collection.json"))
+    items = list(collection.get_items(recursive=True))
+    assert len(items) == len(list((demo / "maps" / "cog").glob("rh_*.tif"))) == 46
+    assert collection.extra_fields.get("globalflux:synthetic") is True
+    href = Path(items[0].assets[next(iter(items[0].assets))].get_absolute_href())
+    assert href.is_file() and href.parent == (demo / "maps" / "cog").resolve()

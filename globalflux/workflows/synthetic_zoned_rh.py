@@ -256,7 +256,18 @@ def run(recipe, ctx) -> None:
     cog_paths: list[Path] = []
     if cfg_map.cog:
         with timer.step("one COG per 8-day step"):
-            cog_paths = _write_cogs(rh_store["rh"], ctx.cogs, attrs, resume=ctx.resume)
+            cog_paths = _write_cogs(rh_store["rh"], ctx.cogs, attrs, resume=ctx.resume,
+                                    per=cfg_map.cog_per)
+        if cfg_map.catalog and cog_paths:
+            with timer.step("STAC collection of the products"):
+                from ..io.catalog import write_catalog
+
+                write_catalog(cog_paths, ctx.maps / "stac", collection_id=f"{recipe.name}-rh",
+                              title=f"SYNTHETIC {recipe.name}: heterotrophic respiration",
+                              description="Zoned random-forest RH on the SYNTHETIC demo world "
+                              "(globalflux.testing.synthetic); not the real world.",
+                              store=rh_path, keywords=("soil respiration", "synthetic"),
+                              synthetic=True)
 
     with timer.step("map skill against the true RH"):
         truth_r = crop_to_bbox(world.truth, cfg_syn.bbox)
@@ -320,12 +331,14 @@ def _zone_classifier_of(model):
 # ------------------------------------------------------------------------------ outputs
 
 
-def _write_cogs(da: xr.DataArray, folder: Path, attrs: dict[str, Any], *, resume: bool) -> list[Path]:
-    """One COG per 8-day step, tagged SYNTHETIC with the map's provenance."""
+def _write_cogs(da: xr.DataArray, folder: Path, attrs: dict[str, Any], *, resume: bool,
+                per: str = "step") -> list[Path]:
+    """One COG per 8-day step (or one band stack), tagged SYNTHETIC with the map's provenance."""
     from ..io.cog import write_cogs
 
     tags = {k: v for k, v in attrs.items() if isinstance(v, str)}  # synthetic="true", comment
-    return list(write_cogs(da, folder, prefix="rh", nodata=np.nan, tags=tags, resume=resume))
+    return list(write_cogs(da, folder, prefix="rh", nodata=np.nan, tags=tags, resume=resume,
+                           per=per))
 
 
 def _scores(pred: pd.DataFrame, by: str | None) -> pd.DataFrame:
