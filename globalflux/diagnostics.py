@@ -75,9 +75,8 @@ def site_autocorrelation(series: Mapping[str, np.ndarray] | pd.DataFrame,
     -------
     DataFrame indexed by ``site_id`` with columns ``acf_<lag>``.
     """
-    items = series.items() if isinstance(series, Mapping) else series.items()
     rows = {str(k): {f"acf_{lag}": autocorrelation(v, lag, min_pairs) for lag in lags}
-            for k, v in items}
+            for k, v in series.items()}
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "site_id"
     return df
