@@ -280,16 +280,22 @@ def _write_csv(obj, out: Path) -> None:
     os.replace(tmp, out)
 
 
+def _one_variable(obj, what: str) -> xr.DataArray:
+    """The single variable of ``obj`` (a DataArray passes through); more than one is an error."""
+    if isinstance(obj, xr.Dataset):
+        if len(obj.data_vars) != 1:
+            raise DataError(f"{what}; the subset has {list(obj.data_vars)}",
+                            where="--var", fix="Choose one with --var NAME.")
+        obj = obj[list(obj.data_vars)[0]]
+    return obj
+
+
 def _write_tif(obj, out: Path, attrs: dict) -> None:
     import rioxarray  # noqa: F401  (registers .rio)
 
     from .io.cog import write_cogs
 
-    if isinstance(obj, xr.Dataset):
-        if len(obj.data_vars) != 1:
-            raise DataError(f"GeoTIFF holds one variable; the subset has {list(obj.data_vars)}",
-                            where="--var", fix="Choose one with --var NAME.")
-        obj = obj[list(obj.data_vars)[0]]
+    obj = _one_variable(obj, "GeoTIFF holds one variable")
     if "x" not in obj.dims or "y" not in obj.dims:
         raise DataError("a point series cannot be a GeoTIFF", where=str(out),
                         fix="Write the point series to .csv or .png.")
@@ -303,11 +309,7 @@ def _write_tif(obj, out: Path, attrs: dict) -> None:
 def _write_png(obj, out: Path, attrs: dict) -> None:
     from .report import _plt, map_png, stamp
 
-    if isinstance(obj, xr.Dataset):
-        if len(obj.data_vars) != 1:
-            raise DataError(f"a PNG shows one variable; the subset has {list(obj.data_vars)}",
-                            where="--var", fix="Choose one with --var NAME.")
-        obj = obj[list(obj.data_vars)[0]]
+    obj = _one_variable(obj, "a PNG shows one variable")
     synthetic = _synthetic(obj, attrs)
     units = str(obj.attrs.get("units", ""))
     name = str(obj.name)
