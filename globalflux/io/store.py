@@ -66,28 +66,15 @@ def _use_fast_codec(ds: xr.Dataset) -> xr.Dataset:
 
     Cubes and maps are read far more often than written, and mapping is read-bound once a fast
     forest is used: LZ4 decompresses ~2.4x faster than zarr's default Zstd here (722 vs 305 MiB/s
-    for float32 cubes, 16 variables of 23x512x512).
-    """
-    for name, enc in fast_encoding(ds).items():
-        ds[name].encoding = {**ds[name].encoding, **enc}
-    return ds
-
-
-def fast_encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Compressor for every numeric data variable that does not name its own: Blosc LZ4 with
-    byte shuffle.
-
-    Cubes and maps are read far more often than written, and mapping is read-bound once a fast
-    forest is used: LZ4 decompresses ~2.4x faster than zarr's default Zstd here (722 vs 305 MiB/s
     for float32 cubes, 16 variables of 23x512x512; see benchmarks/bench_mapping.py).
     """
     from zarr.codecs import BloscCodec
 
-    enc: dict[str, dict[str, Any]] = {}
-    for name, var in ds.data_vars.items():
+    for var in ds.data_vars.values():
         if var.dtype.kind in "fiub" and not var.encoding.get("compressors"):
-            enc[str(name)] = {"compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}
-    return enc
+            var.encoding = {**var.encoding,
+                            "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}
+    return ds
 
 
 def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute: bool = True) -> Any:
