@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ModelError
+from ..metrics import valid_pairs
 
 __all__ = ["Q10Model", "LloydTaylorModel", "DoyClimatology", "fit_predict_site"]
 
@@ -27,28 +28,28 @@ T_REF_K = 283.15
 T0_K = 227.13
 
 
-def _clean(x, y):
-    x = np.asarray(x, dtype="float64").ravel()
-    y = np.asarray(y, dtype="float64").ravel()
-    ok = np.isfinite(x) & np.isfinite(y)
-    return x[ok], y[ok]
+class _Params:
+    """scikit-learn ``get_params``/``set_params`` over the names in ``_PARAMS``."""
 
-
-class _TempModel:
-    """Shared fitting of a two-parameter temperature response by bounded least squares."""
-
-    _bounds: tuple[tuple[float, float], tuple[float, float]]
-
-    def __init__(self, min_samples: int = 5):
-        self.min_samples = min_samples
+    _PARAMS: tuple[str, ...] = ()
 
     def get_params(self, deep: bool = True):
-        return {"min_samples": self.min_samples}
+        return {k: getattr(self, k) for k in self._PARAMS}
 
     def set_params(self, **p):
         for k, v in p.items():
             setattr(self, k, v)
         return self
+
+
+class _TempModel(_Params):
+    """Shared fitting of a two-parameter temperature response by bounded least squares."""
+
+    _bounds: tuple[tuple[float, float], tuple[float, float]]
+    _PARAMS = ("min_samples",)
+
+    def __init__(self, min_samples: int = 5):
+        self.min_samples = min_samples
 
     def _f(self, theta, t):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -60,7 +61,7 @@ class _TempModel:
         """Fit on soil temperature ``T`` (degC) and flux ``R`` (any flux unit); NaN pairs dropped."""
         from scipy.optimize import least_squares
 
-        t, r = _clean(T, R)
+        t, r = valid_pairs(T, R)
         if t.size < self.min_samples:
             raise ModelError(f"{t.size} valid (T, R) pairs, fewer than {self.min_samples}",
                              where=type(self).__name__, fix="Give more training days.")
@@ -135,7 +136,7 @@ class LloydTaylorModel(_TempModel):
         return self.params_[1]
 
 
-class DoyClimatology:
+class DoyClimatology(_Params):
     """Day-of-year mean of the training values, smoothed over a centred circular window.
 
     Parameters
@@ -144,20 +145,14 @@ class DoyClimatology:
         Width of the centred window in days (odd; 31 by default), wrapping around the year.
     """
 
+    _PARAMS = ("window",)
+
     def __init__(self, window: int = 31):
         self.window = window
 
-    def get_params(self, deep: bool = True):
-        return {"window": self.window}
-
-    def set_params(self, **p):
-        for k, v in p.items():
-            setattr(self, k, v)
-        return self
-
     def fit(self, doy, R):
         """``doy`` day of year (1-366) and values ``R``; NaN pairs dropped."""
-        d, r = _clean(doy, R)
+        d, r = valid_pairs(doy, R)
         if d.size == 0:
             raise ModelError("no valid training value", where="DoyClimatology",
                              fix="Give at least one observed day.")
@@ -208,9 +203,9 @@ def fit_predict_site(temp, doy, obs, train, *, min_samples: int = 5, window: int
     temp = np.asarray(temp, dtype="float64")
     obs = np.asarray(obs, dtype="float64")
     train = np.asarray(train, dtype=bool)
+    y_tr = np.where(train, obs, np.nan)
     out: dict = {"params": {}}
     for key, cls in (("q10", Q10Model), ("lt", LloydTaylorModel)):
-        y_tr = np.where(train, obs, np.nan)
         try:
             m = cls(min_samples=min_samples).fit(temp, y_tr)
             out[key] = m.predict(temp)
@@ -218,6 +213,6 @@ def fit_predict_site(temp, doy, obs, train, *, min_samples: int = 5, window: int
         except ModelError:
             out[key] = np.full(obs.shape, np.nan)
             out["params"][key] = [np.nan, np.nan]
-    clim = DoyClimatology(window=window).fit(doy, np.where(train, obs, np.nan))
+    clim = DoyClimatology(window=window).fit(doy, y_tr)
     out["clim"] = clim.predict(doy)
     return out
