@@ -7,19 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report import markdown_table, write_report
+from ..report import _plt, markdown_table, write_report
 
 _NAMES = {"lstm": "LSTM", "q10": "Q10", "lt": "Lloyd-Taylor", "clim": "DOY climatology"}
 _PREFIX = {"lstm": "", "q10": "q10_", "lt": "lt_", "clim": "clim_"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _examples(table: pd.DataFrame, min_test: int) -> dict[str, str]:
