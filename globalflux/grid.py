@@ -157,12 +157,8 @@ class GridSpec:
         pixel lattice (origin x = -20015109.354 m, y = 10007554.677 m) so that the grid's pixels
         coincide with MODIS tile pixels.
         """
-        x0, y0 = -20015109.354, 10007554.677
-        west = x0 + np.floor((bbox.west - x0) / resolution + 1e-9) * resolution
-        east = x0 + np.ceil((bbox.east - x0) / resolution - 1e-9) * resolution
-        north = y0 - np.floor((y0 - bbox.north) / resolution + 1e-9) * resolution
-        south = y0 - np.ceil((y0 - bbox.south) / resolution - 1e-9) * resolution
-        return cls(MODIS_SINUSOIDAL_WKT, resolution, BBox(float(west), float(south), float(east), float(north)))
+        box = _snap_outwards(bbox, -20015109.354, 10007554.677, resolution)
+        return cls(MODIS_SINUSOIDAL_WKT, resolution, box)
 
     @property
     def size(self) -> int:
@@ -202,13 +198,17 @@ class GridSpec:
                 where="bbox",
                 fix="Give a bbox (W,S,E,N) inside the grid, in the grid's CRS units.",
             )
-        r = self.resolution
-        b = self.bbox
-        west = b.west + np.floor((inter.west - b.west) / r + 1e-9) * r
-        east = b.west + np.ceil((inter.east - b.west) / r - 1e-9) * r
-        north = b.north - np.floor((b.north - inter.north) / r + 1e-9) * r
-        south = b.north - np.ceil((b.north - inter.south) / r - 1e-9) * r
-        return GridSpec(self.crs, r, BBox(float(west), float(south), float(east), float(north)))
+        box = _snap_outwards(inter, self.bbox.west, self.bbox.north, self.resolution)
+        return GridSpec(self.crs, self.resolution, box)
+
+
+def _snap_outwards(bbox: BBox, x0: float, y0: float, r: float) -> BBox:
+    """``bbox`` widened to whole ``r`` pixels of the lattice whose corner is (``x0``, ``y0``)."""
+    west = x0 + np.floor((bbox.west - x0) / r + 1e-9) * r
+    east = x0 + np.ceil((bbox.east - x0) / r - 1e-9) * r
+    north = y0 - np.floor((y0 - bbox.north) / r + 1e-9) * r
+    south = y0 - np.ceil((y0 - bbox.south) / r - 1e-9) * r
+    return BBox(float(west), float(south), float(east), float(north))
 
 
 def make_grid(crs: str, resolution: float, bbox) -> GridSpec:
