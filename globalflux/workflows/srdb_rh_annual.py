@@ -147,19 +147,24 @@ def rh_stats_block(*arrays: np.ndarray, estimator: Any, columns: list[str],
     return out
 
 
-def tree_stats(estimator, frame: pd.DataFrame, quantiles=(0.05, 0.95)) -> np.ndarray:
-    """(n, 5): tree mean, tree SD, tree quantiles q_lo and q_hi, zone of each row."""
+def _zone_tree_predictions(estimator, frame: pd.DataFrame, zones: np.ndarray):
+    """(rows, per-tree predictions (n_trees, n_rows)) of each zone; rows without a zone skipped."""
     from ..models.forest import tree_predictions
 
-    zones = estimator._zones_of(frame)
-    out = np.full((len(frame), 5), np.nan)
-    out[:, 4] = zones
     for z in np.unique(zones):
         if z < 0:
             continue
         model = estimator.models_.get(int(z), estimator.fallback_)
         rows = zones == z
-        P = tree_predictions(model.forest, model.matrix(frame.loc[rows]))
+        yield rows, tree_predictions(model.forest, model.matrix(frame.loc[rows]))
+
+
+def tree_stats(estimator, frame: pd.DataFrame, quantiles=(0.05, 0.95)) -> np.ndarray:
+    """(n, 5): tree mean, tree SD, tree quantiles q_lo and q_hi, zone of each row."""
+    zones = estimator._zones_of(frame)
+    out = np.full((len(frame), 5), np.nan)
+    out[:, 4] = zones
+    for rows, P in _zone_tree_predictions(estimator, frame, zones):
         out[rows, 0] = P.mean(0)
         out[rows, 1] = P.std(0)
         out[rows, 2:4] = np.quantile(P, quantiles, axis=0).T
@@ -173,8 +178,6 @@ def tree_totals_block(*arrays: np.ndarray, estimator: Any, columns: list[str]) -
     (1, 1, n_trees + 1) float64: the per-tree sums (tree t of every zone's forest forms
     realisation t), then the land area (m2) of the pixels predicted.
     """
-    from ..models.forest import tree_predictions
-
     *feats, mask, weight = arrays
     n_trees = estimator.n_estimators
     out = np.zeros((1, 1, n_trees + 1))
@@ -185,13 +188,7 @@ def tree_totals_block(*arrays: np.ndarray, estimator: Any, columns: list[str]) -
         return out
     frame = pd.DataFrame(X[ok], columns=columns)
     wk = w[ok]
-    zones = estimator._zones_of(frame)
-    for z in np.unique(zones):
-        if z < 0:
-            continue
-        model = estimator.models_.get(int(z), estimator.fallback_)
-        rows = zones == z
-        P = tree_predictions(model.forest, model.matrix(frame.loc[rows]))
+    for rows, P in _zone_tree_predictions(estimator, frame, estimator._zones_of(frame)):
         out[0, 0, :n_trees] += P @ wk[rows]
         out[0, 0, n_trees] += wk[rows].sum()
     return out
