@@ -160,9 +160,10 @@ def correlation_filter(X: pd.DataFrame, threshold: float = 0.9) -> list[str]:
 
 def _site_folds(groups: np.ndarray, inner_cv: str | int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Grouped folds over sites: leave-one-site-out or grouped K-fold."""
-    sites = pd.unique(groups)
-    if inner_cv == "loso" or int(inner_cv) >= len(sites):
-        return [(np.flatnonzero(groups != s), np.flatnonzero(groups == s)) for s in sites]
+    from ..validation import loso_folds
+
+    if inner_cv == "loso" or int(inner_cv) >= len(pd.unique(groups)):
+        return loso_folds(groups)
     from sklearn.model_selection import GroupKFold
 
     return list(GroupKFold(n_splits=int(inner_cv)).split(np.zeros(len(groups)), groups=groups))
