@@ -35,7 +35,6 @@ __all__ = [
     "mask_qc",
     "file_checksum",
     "date_from_name",
-    "all_nodata",
 ]
 
 _TIF = (".tif", ".tiff")
@@ -114,13 +113,6 @@ def mask_qc(data: xr.DataArray, qc: xr.DataArray, rule: QCRule) -> xr.DataArray:
     out = data.where(ok)
     out.attrs = {**data.attrs, "qc_rule": f"({rule.asset} & {rule.mask:#b}) == {rule.good}: {rule.doc}"}
     return out
-
-
-def all_nodata(da: xr.DataArray) -> xr.DataArray:
-    """A lazy 0-d boolean: True when ``da`` has no valid value (NaN for floats)."""
-    if da.dtype.kind == "f":
-        return ~da.notnull().any()
-    return xr.DataArray(False)
 
 
 # ------------------------------------------------------------------------------------- openers
