@@ -188,8 +188,7 @@ def query(
             raise DataError(f"zone {zone} is not among the map's zones 0..{int(nz) - 1}",
                             where="--zone", fix=f"Choose a zone from 0 to {int(nz) - 1}.")
         keep = ds["zone"] == int(zone)
-        ds = ds.assign({k: v.where(keep) if k != "zone" else v.where(keep)
-                        for k, v in ds.data_vars.items()})
+        ds = ds.assign({k: v.where(keep) for k, v in ds.data_vars.items()})
     if names is not None:
         ds = ds[names]
     # ---- time
@@ -238,10 +237,6 @@ def query(
 
 
 # ------------------------------------------------------------------------------------ writers
-
-
-def _synthetic(obj: xr.Dataset | xr.DataArray, attrs: dict) -> bool:
-    return str(attrs.get("synthetic", "false")) == "true"
 
 
 def _write_nc(obj, out: Path, attrs: dict) -> None:
@@ -310,7 +305,7 @@ def _write_png(obj, out: Path, attrs: dict) -> None:
     from .report import _plt, map_png, stamp
 
     obj = _one_variable(obj, "a PNG shows one variable")
-    synthetic = _synthetic(obj, attrs)
+    synthetic = str(attrs.get("synthetic", "false")) == "true"
     units = str(obj.attrs.get("units", ""))
     name = str(obj.name)
     if "x" in obj.dims and "y" in obj.dims:
