@@ -116,7 +116,7 @@ def run(recipe, ctx) -> None:
     from ..report import markdown_table
     from ..sites import cosore_tables
     from ..validation import loso, score
-    from .srdb_rh_annual import _importance_png, _static_cube, _table_i
+    from .srdb_rh_annual import _importance_png, _static_cube, _table_i, _zone_factors
 
     cfg_s, cfg_c, cfg_z, cfg_f = recipe.sites, recipe.cube, recipe.zones, recipe.forest
     if cfg_s.source != "cosore":
@@ -125,11 +125,7 @@ def run(recipe, ctx) -> None:
     if cfg_c.source != "static":
         raise DataError(f"cube.source is {cfg_c.source!r}", where="cube.source",
                         fix="The cosore_rh workflow samples the real static cube: use 'static'.")
-    factors = list(cfg_z.factors) or list(DEFAULT_FACTORS)
-    bad = [f for f in factors if f not in STATIC_PREDICTORS]
-    if bad:
-        raise DataError(f"unknown zone factor(s) {bad}", where="zones.factors",
-                        fix=f"Use static grid layers: {', '.join(STATIC_PREDICTORS)}.")
+    factors = _zone_factors(cfg_z, STATIC_PREDICTORS)
 
     with ctx.step("COSORE Rh datasets, QC and 8-day tables"):
         names = rh_datasets(cfg_s.cosore_path)

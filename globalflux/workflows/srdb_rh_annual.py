@@ -23,6 +23,7 @@ side by side and the global total with published estimates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +306,16 @@ def _write_cog(da: xr.DataArray, folder: Path, name: str, tags: dict[str, str]) 
                            tags=tags))
 
 
+def _zone_factors(cfg_z, allowed: Sequence[str]) -> list[str]:
+    """``zones.factors`` (default: DEFAULT_FACTORS), each checked to be one of ``allowed``."""
+    factors = list(cfg_z.factors) or list(DEFAULT_FACTORS)
+    bad = [f for f in factors if f not in allowed]
+    if bad:
+        raise DataError(f"unknown zone factor(s) {bad}", where="zones.factors",
+                        fix=f"Use static grid layers: {', '.join(allowed)}.")
+    return factors
+
+
 # ------------------------------------------------------------------------------- run
 def run(recipe, ctx) -> None:
     """Run the recipe (see the module docstring)."""
@@ -320,11 +331,7 @@ def run(recipe, ctx) -> None:
     if cfg_cube.source != "static":
         raise DataError(f"cube.source is {cfg_cube.source!r}", where="cube.source",
                         fix="The srdb_rh_annual workflow samples the real static cube: use 'static'.")
-    factors = list(cfg_z.factors) or list(DEFAULT_FACTORS)
-    bad = [f for f in factors if f not in GRID_PREDICTORS]
-    if bad:
-        raise DataError(f"unknown zone factor(s) {bad}", where="zones.factors",
-                        fix=f"Use static grid layers: {', '.join(GRID_PREDICTORS)}.")
+    factors = _zone_factors(cfg_z, GRID_PREDICTORS)
     min_mid = cfg_sites.srdb_min_midyear
     res0 = float(cfg_cube.grid.resolution)
 
