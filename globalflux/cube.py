@@ -39,7 +39,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from .errors import DataError, GridError
-from .grid import GridSpec, grid_of, modis_8day_start, period_lengths
+from .grid import BBox, GridSpec, grid_of, modis_8day_start, period_lengths
 
 __all__ = [
     "Resampling",
@@ -196,7 +196,7 @@ def regrid(
     where = name or str(da.name or "source")
     src = grid_of(da, where=where)
     if not _same_crs(src.crs, grid.crs):
-        return _warp(da, grid, method, nodata, where)
+        return _warp(da, src, grid, method, nodata, where)
     if not src.bbox.intersects(grid.bbox):
         raise GridError(
             f"target bbox {grid.bbox.as_tuple()} is outside the source extent {src.bbox.as_tuple()}",
@@ -226,7 +226,7 @@ def regrid(
         yi = np.clip(yi, 0, da.sizes["y"] - 1)
         out = da.isel(y=xr.DataArray(yi, dims="y"), x=xr.DataArray(xi, dims="x"))
         return _on_grid(out, da, grid, "nearest (target pixel inside one source pixel)")
-    return _warp(da, grid, method, nodata, where)
+    return _warp(da, src, grid, method, nodata, where)
 
 
 def _coarsen(da: xr.DataArray, k: int, method: str, nodata) -> xr.DataArray:
@@ -271,17 +271,16 @@ def _coarsen_one(block: np.ndarray, *, k: int, reducer, nodata, lead: int) -> np
     return np.stack(outs).reshape(lead_shape + (ny, nx))
 
 
-def _warp(da: xr.DataArray, grid: GridSpec, method: str, nodata, where: str) -> xr.DataArray:
+def _warp(da: xr.DataArray, src: GridSpec, grid: GridSpec, method: str, nodata, where: str,
+          ) -> xr.DataArray:
+    """Reproject ``da`` (on grid ``src``) onto ``grid`` with odc-geo."""
     from odc.geo.xr import xr_reproject
 
-    src = grid_of(da, where=where)
     dst_bbox = grid.bbox
     # overlap test in the target CRS
     from odc.geo.geom import BoundingBox
 
     src_box = BoundingBox(*src.bbox.as_tuple(), crs=src.crs).to_crs(grid.crs)
-    from .grid import BBox
-
     try:
         sb = BBox(*src_box)
     except GridError:
