@@ -506,7 +506,6 @@ def ndvi(nir: xr.DataArray, red: xr.DataArray) -> xr.DataArray:
     Tucker (1979), Remote Sens. Environ. 8, 127-150.
     """
     out = (nir - red) / (nir + red)
-    out = out.where(np.isfinite(out))
     return _index_attrs(out, "ndvi", "normalised difference vegetation index (NIR-red)/(NIR+red)")
 
 
@@ -518,7 +517,6 @@ def evi(nir: xr.DataArray, red: xr.DataArray, blue: xr.DataArray) -> xr.DataArra
     MOD09A1 bands: NIR b02, red b01, blue b03 (reflectance 0-1).
     """
     out = 2.5 * (nir - red) / (nir + 6.0 * red - 7.5 * blue + 1.0)
-    out = out.where(np.isfinite(out))
     return _index_attrs(out, "evi", "enhanced vegetation index 2.5(NIR-red)/(NIR+6red-7.5blue+1)")
 
 
@@ -528,12 +526,12 @@ def lswi(nir: xr.DataArray, swir: xr.DataArray) -> xr.DataArray:
     MOD09A1 bands: NIR b02 (841-876 nm), SWIR b06 (1628-1652 nm), reflectance 0-1.
     """
     out = (nir - swir) / (nir + swir)
-    out = out.where(np.isfinite(out))
     return _index_attrs(out, "lswi", "land surface water index (NIR-SWIR)/(NIR+SWIR)")
 
 
 def _index_attrs(da: xr.DataArray, name: str, long_name: str) -> xr.DataArray:
-    da = da.rename(name)
+    """``da`` with non-finite values (zero denominators) masked, named and given CF attrs."""
+    da = da.where(np.isfinite(da)).rename(name)
     da.attrs = {"units": "1", "long_name": long_name}
     return da
 
