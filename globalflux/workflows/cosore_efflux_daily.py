@@ -124,12 +124,13 @@ def _sample_nearest_valid(grid: xr.DataArray, lat: np.ndarray, lon: np.ndarray,
             continue
         i = int(np.abs(ys - la).argmin())
         j = int(np.abs(xs - lo).argmin())
-        block = np.asarray(grid.isel(y=slice(max(i - radius, 0), i + radius + 1),
-                                     x=slice(max(j - radius, 0), j + radius + 1)).values, float)
         v = float(grid.isel(y=i, x=j).values)
         if np.isfinite(v):
             out[k] = v
-        elif np.isfinite(block).any():
+            continue
+        block = np.asarray(grid.isel(y=slice(max(i - radius, 0), i + radius + 1),
+                                     x=slice(max(j - radius, 0), j + radius + 1)).values, float)
+        if np.isfinite(block).any():
             out[k] = float(np.nanmean(block))
     return out
 
@@ -351,20 +352,17 @@ def run(recipe, ctx) -> None:
         common = np.isfinite(y)
         for k in preds:
             common &= np.isfinite(preds[k])
+        # observed values, classes and spikes do not depend on the model: build them once
+        tests = [~train[i] & common[i] for i in range(y.shape[0])]
+        obs_te = [y[i][te] for i, te in enumerate(tests)]
+        o_cat = np.concatenate(obs_te)
+        lab_cat = np.concatenate([value_classes(o) for o in obs_te])
+        extra = {"spikes": np.concatenate([spike_mask(y[i])[te] for i, te in enumerate(tests)]),
+                 "all": np.isfinite(o_cat)}
         cls_rows = []
         for k in preds:
-            o_all, s_all, lab_all, spk_all = [], [], [], []
-            for i in range(y.shape[0]):
-                te = ~train[i] & common[i]
-                o = y[i][te]
-                o_all.append(o)
-                s_all.append(preds[k][i][te])
-                lab_all.append(value_classes(o))
-                spk_all.append(spike_mask(y[i])[te])
-            sc = score_by_class(np.concatenate(o_all), np.concatenate(s_all),
-                                np.concatenate(lab_all),
-                                extra_masks={"spikes": np.concatenate(spk_all),
-                                             "all": np.isfinite(np.concatenate(o_all))})
+            s_cat = np.concatenate([preds[k][i][te] for i, te in enumerate(tests)])
+            sc = score_by_class(o_cat, s_cat, lab_cat, extra_masks=extra)
             sc.insert(0, "model", _MODELS[k])
             cls_rows.append(sc)
         by_class = pd.concat(cls_rows, ignore_index=True)
