@@ -79,13 +79,14 @@ class RunContext:
         Finish what is missing in an existing run folder instead of starting afresh.
     """
 
-    def __init__(self, recipe, out: str | Path, *, scheduler: str | None = None, resume: bool = False):
+    def __init__(self, recipe, out: str | Path, *, scheduler: str | None = None, resume: bool = False,
+                 connection: tuple[Any, Any] | None = None):
         self.recipe = recipe
         self.out = Path(out)
         self.scheduler = scheduler
         self.resume = resume
-        self._client = None
-        self._cluster = None
+        # an already opened (client, cluster) pair, e.g. connected early to fail fast
+        self._client, self._cluster = connection if connection is not None else (None, None)
         self._step = 0
         self.t0 = time.perf_counter()
 
@@ -193,14 +194,12 @@ def run_recipe(
         _prepare_out(recipe, out, resume, overwrite)
     except BaseException:
         if early is not None:
-            early[0].close()
+            RunContext(recipe, out, connection=early).close()
         raise
     handler = logging.FileHandler(out / "log.txt", mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("globalflux").addHandler(handler)
-    ctx = RunContext(recipe, out, scheduler=scheduler, resume=resume)
-    if early is not None:
-        ctx._client, ctx._cluster = early
+    ctx = RunContext(recipe, out, scheduler=scheduler, resume=resume, connection=early)
     try:
         from . import __version__
 
