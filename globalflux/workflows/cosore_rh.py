@@ -29,7 +29,6 @@ log = logging.getLogger("globalflux.workflows.cosore_rh")
 SECTIONS = ("sites", "cube", "zones", "forest")
 
 DRIVERS = ("Ts", "SWC", "Tair")
-DEFAULT_FACTORS = ("mat", "map", "ndvi_max", "ndvi_min", "elevation", "soc")
 STATIC_PREDICTORS = ("land_cover", "koppen", "ndvi_max", "ndvi_min", "elevation", "mat", "map", "soc")
 RH_UNITS = "g C m-2 d-1"
 
