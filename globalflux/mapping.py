@@ -153,6 +153,18 @@ def scatter_model(client: Any, estimator: Any) -> Any:
     return client.scatter(estimator, broadcast=True, hash=False)
 
 
+def _canonical_dims(arrays) -> tuple[str, ...]:
+    """Union of the arrays' dims in first-seen order, with (time, y, x) leading where present."""
+    order: list[str] = []
+    for a in arrays:
+        order.extend(d for d in a.dims if d not in order)
+    for p in ("x", "y", "time"):
+        if p in order:
+            order.remove(p)
+            order.insert(0, p)
+    return tuple(order)
+
+
 def apply_to_cube(
     estimator: Any,
     ds: xr.Dataset,
@@ -209,15 +221,7 @@ def apply_to_cube(
     except ValueError as exc:
         raise DataError(f"mask and features are not on one grid ({exc})", where="apply_to_cube",
                         fix="Build the mask on the cube's own x/y coordinates.") from None
-    # output dims: union of input dims in first-seen order, (time, y, x) canonical when present
-    dims_list: list[str] = []
-    for a in inputs:
-        dims_list.extend(d for d in a.dims if d not in dims_list)
-    for p in ("x", "y", "time"):
-        if p in dims_list:
-            dims_list.remove(p)
-            dims_list.insert(0, p)
-    dims = tuple(dims_list)
+    dims = _canonical_dims(inputs)
     coords = xr.merge([a.coords.to_dataset() for a in inputs], compat="override",
                       join="exact").coords
     kwargs: dict[str, Any] = {
@@ -308,15 +312,7 @@ def _assemble(pieces: Mapping[str, xr.DataArray], attrs: Mapping[str, Any] | Non
     if not pieces:
         raise DataError("nothing to map (no pieces)", where="map_to_store",
                         fix="Pass a dict of name -> lazy DataArray.")
-    order: list[str] = []
-    for da in pieces.values():
-        for d in da.dims:
-            if d not in order:
-                order.append(d)
-    for p in ("x", "y", "time"):  # canonical (time, y, x) order where present
-        if p in order:
-            order.remove(p)
-            order.insert(0, p)
+    order = _canonical_dims(pieces.values())
     chunks: dict[str, int] = {}
     for name, da in pieces.items():
         if da.chunks is not None:
