@@ -319,7 +319,6 @@ def make_world(config: SyntheticConfig | None = None, *,
     W, S, E, N = cfg.extent
     grid = GridSpec("EPSG:4326", cfg.resolution, BBox(W, S, E, N))
     lat = grid.y[:, None] * np.ones((1, nx))
-    lon = np.ones((ny, 1)) * grid.x[None, :]
 
     land = _land_mask(rng, shape, cfg.sea_fraction)
     if land.sum() < max(cfg.n_sites * 4, cfg.n_zones * 50):
@@ -410,8 +409,9 @@ def make_world(config: SyntheticConfig | None = None, *,
     gs = tair > 5.0
     with np.errstate(invalid="ignore"):
         n_gs = gs.sum(axis=0)
-        ndvi_gs = np.where(n_gs > 0, np.where(gs, ndvi8, 0).sum(0) / np.maximum(n_gs, 1), ndvi8.mean(0))
-        lswi_gs = np.where(n_gs > 0, np.where(gs, lswi8, 0).sum(0) / np.maximum(n_gs, 1), lswi8.mean(0))
+        ndvi_gs, lswi_gs = (
+            np.where(n_gs > 0, np.where(gs, a8, 0).sum(0) / np.maximum(n_gs, 1), a8.mean(0))
+            for a8 in (ndvi8, lswi8))
 
     # ---- the true RH response ---------------------------------------------------------------
     zl = np.where(zone >= 0, zone, 0)
@@ -440,19 +440,21 @@ def make_world(config: SyntheticConfig | None = None, *,
                         {"units": "d", "long_name": "days in the 8-day period"}),
     }
 
-    def var3(arr: np.ndarray, name: str) -> xr.Variable:
+    def sea_nan(arr: np.ndarray) -> np.ndarray:
+        """A float32 copy of a (y, x) or (time, y, x) field with NaN over the sea."""
         arr = np.asarray(arr, dtype=f32).copy()
-        arr[:, sea] = np.nan
+        arr[..., sea] = np.nan
+        return arr
+
+    def var3(arr: np.ndarray, name: str) -> xr.Variable:
         std, long, units = _PRED_META[name]
-        return xr.Variable(("time", "y", "x"), arr,
+        return xr.Variable(("time", "y", "x"), sea_nan(arr),
                            {"units": units, "long_name": long, "standard_name": std})
 
     def var2(arr: np.ndarray, name: str) -> xr.Variable:
-        arr = np.asarray(arr, dtype=f32).copy()
-        arr[sea] = np.nan
         std, long, units = _FACTOR_META[name]
-        return xr.Variable(("y", "x"), arr, {"units": units, "long_name": long,
-                                             "standard_name": std})
+        return xr.Variable(("y", "x"), sea_nan(arr), {"units": units, "long_name": long,
+                                                      "standard_name": std})
 
     data_vars: dict[str, xr.Variable] = {
         "lst_day": var3(lst_day, "lst_day"),
@@ -480,12 +482,7 @@ def make_world(config: SyntheticConfig | None = None, *,
     cube = xr.Dataset(data_vars, coords=coords, attrs=attrs)
     cube = _write_crs(cube)
 
-    rh32 = rh.astype(f32)
-    rh32[:, sea] = np.nan
-    ts32 = tsoil.astype(f32)
-    ts32[:, sea] = np.nan
-    w32 = w.astype(f32)
-    w32[:, sea] = np.nan
+    rh32, ts32, w32 = sea_nan(rh), sea_nan(tsoil), sea_nan(w)
     truth = xr.Dataset(
         {
             "zone_true": xr.Variable(("y", "x"), zone,
@@ -500,7 +497,7 @@ def make_world(config: SyntheticConfig | None = None, *,
             "soil_water": xr.Variable(("time", "y", "x"), w32,
                                       {"long_name": "latent relative soil water", "units": "1"}),
         },
-        coords={k: v for k, v in coords.items()},
+        coords=dict(coords),
         attrs=dict(attrs, title="SYNTHETIC globalflux world: answer key"),
     )
     truth = _write_crs(truth)
@@ -558,7 +555,6 @@ def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto
                   site_locations=None):
     """Sites on land, uneven records, warm-season bias, log-normal noise -> (sites, long)."""
     ny, nx = zone.shape
-    nt = len(starts)
     n_zones = cfg.n_zones
     if site_locations is not None:
         iy, ix, site_ids, lat, lon, dropped = _given_sites(site_locations, grid, land)
