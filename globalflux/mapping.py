@@ -314,7 +314,7 @@ def _assemble(pieces: Mapping[str, xr.DataArray], attrs: Mapping[str, Any] | Non
                         fix="Pass a dict of name -> lazy DataArray.")
     order = _canonical_dims(pieces.values())
     chunks: dict[str, int] = {}
-    for name, da in pieces.items():
+    for da in pieces.values():
         if da.chunks is not None:
             for d, c in zip(da.dims, da.chunks):
                 if d not in chunks:
