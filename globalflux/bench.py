@@ -109,6 +109,19 @@ def _world(quick: bool):
     return w, table, cols
 
 
+def _pixel_rows(cube, cols, n: int) -> np.ndarray:
+    """Up to ``n`` prediction rows: real cube pixels (land, every time step, all features
+    finite), as the map would see them; static (y, x) features broadcast over time."""
+    land = cube["land_mask"].values
+    feats = []
+    for c in cols:
+        v = cube[c].values
+        v = np.broadcast_to(v, (cube.sizes["time"],) + land.shape) if v.ndim == 2 else v
+        feats.append(v[:, land].reshape(-1))
+    P = np.stack(feats, axis=1)
+    return P[np.isfinite(P).all(1)][:n]
+
+
 def bench_forest(rows, *, quick: bool, num_leaves: int = 127, loso: bool | None = None):
     """sklearn default forest vs the fast forest: pixels/s per core (and LOSO R2 in full)."""
     from sklearn.ensemble import RandomForestRegressor
@@ -119,17 +132,7 @@ def bench_forest(rows, *, quick: bool, num_leaves: int = 127, loso: bool | None 
     X = table[cols].to_numpy("float64")
     y = table["rh"].to_numpy("float64")
     g = table["site_id"].astype(str).to_numpy()
-    # prediction rows: real cube pixels (land, every time step), as the map would see them
-    cube = w.cube
-    land = cube["land_mask"].values
-    feats = []
-    for c in cols:
-        v = cube[c].values
-        v = np.broadcast_to(v, (cube.sizes["time"],) + land.shape) if v.ndim == 2 else v
-        feats.append(v[:, land].reshape(-1))
-    P = np.stack(feats, axis=1)
-    n = 50_000 if quick else 400_000
-    P = np.ascontiguousarray(P[np.isfinite(P).all(1)][:n])
+    P = np.ascontiguousarray(_pixel_rows(w.cube, cols, 50_000 if quick else 400_000))
     skl = RandomForestRegressor(n_estimators=100, n_jobs=1, random_state=0).fit(X, y)
     fast = FastForestRegressor(n_estimators=100, num_leaves=num_leaves, n_jobs=1,
                                random_state=0).fit(X, y)
@@ -174,14 +177,7 @@ def bench_zoned_forest(rows, w, table, cols, *, quick: bool):
     X = table[cols]
     y = table["rh"].to_numpy("float64")
     groups = table["site_id"].astype(str).to_numpy()
-    land = w.cube["land_mask"].values
-    feats = []
-    for c in cols:
-        v = w.cube[c].values
-        v = np.broadcast_to(v, (w.cube.sizes["time"],) + land.shape) if v.ndim == 2 else v
-        feats.append(v[:, land].reshape(-1))
-    P = np.stack(feats, axis=1)
-    P = pd.DataFrame(P[np.isfinite(P).all(1)][: 30_000 if quick else 200_000], columns=cols)
+    P = pd.DataFrame(_pixel_rows(w.cube, cols, 30_000 if quick else 200_000), columns=cols)
     for engine in ("sklearn", "lleaves"):
         model = ZonedForestRegressor(
             zone_factors=list(FACTORS), zone_classifier=ZoneClassifier(n_zones=4, n_iter=20),
