@@ -259,7 +259,7 @@ def _write_cube(tmp: Path, nt, ny, nx, cols, chunks):
     t = time.perf_counter()
     with dask.config.set(scheduler="synchronous"):
         write_dataset(cube, path, mode="w")
-    return path, time.perf_counter() - t, cube
+    return path, time.perf_counter() - t
 
 
 def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client=None):
@@ -270,7 +270,7 @@ def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client
 
     nt, ny, nx = (8, 256, 256) if quick else (23, 512, 512)
     chunks = (nt, 128, 128)
-    path, t_w, _ = _write_cube(tmp, nt, ny, nx, cols, chunks)
+    path, t_w = _write_cube(tmp, nt, ny, nx, cols, chunks)
     cells = nt * ny * nx
     mb = cells * len(cols) * 4 / 2**20
     _row(rows, "Zarr", "write predictor cube (generate + encode + write)", cells / t_w,
@@ -347,7 +347,6 @@ def _map_on_cluster(model, cols, cube_path, out, n_workers, repeat=1):
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                       dashboard_address=":0", memory_limit="3GiB",
                       silence_logs=logging.WARNING) as lc, Client(lc) as c:
-        base = sum(c.run(_peak_rss).values())
         cube = open_dataset(cube_path, chunks={})
         fut = scatter_model(c, model)
         rh = apply_to_cube(fut, cube, cols, as_frame=False, name="rh")
@@ -359,23 +358,23 @@ def _map_on_cluster(model, cols, cube_path, out, n_workers, repeat=1):
             dt = min(dt, time.perf_counter() - t)
         peaks = c.run(_peak_rss)
     shutil.rmtree(out, ignore_errors=True)
-    return dt, max(peaks.values()), base / max(n_workers, 1)
+    return dt, max(peaks.values())
 
 
 def bench_cluster(rows, model, cols, *, tmp: Path):
     """Peak worker memory for area A vs 10 A, and 1 vs 2 workers (full mode)."""
     nt = 8
     chunks = (nt, 128, 128)
-    small, _, _ = _write_cube(tmp, nt, 256, 256, cols, chunks)
-    big, _, _ = _write_cube(tmp, nt, 810, 810, cols, chunks)  # 10.0 x the area
-    t_a, peak_a, _ = _map_on_cluster(model, cols, small, tmp / "ma.zarr", 1)
-    t_b, peak_b, _ = _map_on_cluster(model, cols, big, tmp / "mb.zarr", 1, repeat=2)
+    small, _ = _write_cube(tmp, nt, 256, 256, cols, chunks)
+    big, _ = _write_cube(tmp, nt, 810, 810, cols, chunks)  # 10.0 x the area
+    t_a, peak_a = _map_on_cluster(model, cols, small, tmp / "ma.zarr", 1)
+    t_b, peak_b = _map_on_cluster(model, cols, big, tmp / "mb.zarr", 1, repeat=2)
     _row(rows, "peak memory", "worker peak RSS, area A (256x256x8)", peak_a / 2**20, "MiB",
          workers=1, threads=1)
     _row(rows, "peak memory", "worker peak RSS, area 10 A (810x810x8)", peak_b / 2**20, "MiB",
          workers=1, threads=1)
     _row(rows, "peak memory", "peak(10 A) / peak(A)", peak_b / peak_a, "ratio", target="<= 1.2")
-    t_2, _, _ = _map_on_cluster(model, cols, big, tmp / "m2.zarr", 2, repeat=2)
+    t_2, _ = _map_on_cluster(model, cols, big, tmp / "m2.zarr", 2, repeat=2)
     cells = nt * 810 * 810
     _row(rows, "scaling", "1 worker x 1 thread", cells / t_b, "pixel-steps/s",
          cube="8x810x810")
