@@ -396,6 +396,7 @@ def map_cube(
     quantiles: Sequence[float] = (),
     applicability: bool = True,
     check: bool = True,
+    name: str | None = None,
 ) -> xr.Dataset:
     """The map of a (packaged) model over a predictor cube, as a lazy Dataset.
 
@@ -424,6 +425,9 @@ def map_cube(
         Add ``di`` and ``aoa`` where the package holds an area of applicability.
     check
         Check the cube against the package (variables, units, CRS) first.
+    name
+        Name of the mapped variable; default the package's target name (``prediction``
+        for an estimator without a package).
 
     Returns
     -------
@@ -450,7 +454,7 @@ def map_cube(
     elif mask is not None:
         mask = subset_cube(mask.to_dataset(name="mask"), bbox=bbox)["mask"].astype(bool)
     target = dict(pkg.target) if pkg is not None else {}
-    tname = str(target.get("name") or "prediction")
+    tname = str(name or target.get("name") or "prediction")
     units = target.get("units")
     base_attrs = {k: v for k, v in target.items() if k in ("units", "standard_name", "long_name")
                   and v}
