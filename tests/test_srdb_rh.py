@@ -140,8 +140,20 @@ def test_real_run_reduced(shared_data, tmp_path):
     assert 10 < tot["total_pg"].item() < 200 and tot["total_sd_pg"].item() > 0
     assert 1.0e8 < tot["area_predicted_km2"].item() <= tot["land_area_km2"].item() < 1.6e8
     ds = open_dataset(out / "maps" / "rh_0p5deg.zarr")
-    assert {"rh", "rh_sd", "rh_q05", "rh_q95", "zone"} <= set(ds.data_vars)
+    assert {"rh", "rh_sd", "rh_q05", "rh_q95", "zone", "di", "aoa"} <= set(ds.data_vars)
     assert ds.attrs["synthetic"] == "false" and "recipe" in ds.attrs
+    # the model package, and no pickle anywhere in the run folder
+    from globalflux.io.model_package import read_package
+
+    pkg = read_package(out / "model")
+    assert pkg.kind == "zoned_forest" and ds.attrs["model_sha256"] == pkg.checksum
+    assert pkg.manifest["time_step"] == "annual" and pkg.applicability is not None
+    for p in out.rglob("*"):
+        if p.is_file():
+            head = p.read_bytes()[:2]
+            assert p.suffix not in (".joblib", ".pkl", ".pickle"), p
+            assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
+                                                               b"\x05")), p
     ok, errors, _ = validate_cog(out / "maps" / "cog" / "rh_0p5deg.tif")
     assert ok, errors
     assert (out / "figures" / "zone_map_0p5deg.png").is_file()
