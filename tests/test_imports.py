@@ -70,6 +70,12 @@ def import_graph() -> dict[str, set[str]]:
                     t = t.rpartition(".")[0]
                 if t and t.startswith("globalflux") and t != name:
                     graph[name].add(t)
+                    # importing a.b.c first runs the package a.b (unless we are inside it)
+                    parent = t.rpartition(".")[0]
+                    while (parent.startswith("globalflux.") and parent != name
+                           and not name.startswith(parent + ".")):
+                        graph[name].add(parent)
+                        parent = parent.rpartition(".")[0]
     return graph
 
 
