@@ -233,3 +233,43 @@ def test_write_package_refuses_an_unknown_estimator(tmp_path):
     with pytest.raises(ModelPackageError, match="a LinearRegression cannot be packaged"):
         write_package(tmp_path / "m", LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]))
     assert not (tmp_path / "m" / "model.json").exists()
+
+
+def test_a_recipe_of_another_workflow_is_refused_as_cube(small_demo, tmp_path, capsys):
+    _refused(capsys, small_demo, tmp_path, small_demo / "model",
+             "demo.yaml: is a synthetic_zoned_rh recipe; a CUBE recipe must be a static_cube",
+             cube=Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
+
+
+@pytest.mark.slow
+def test_map_from_a_static_cube_recipe_equals_map_cube_on_that_cube(shared_data, tmp_path, capsys):
+    """A real static_cube recipe as CUBE: built lazily, never written, mapped like a Zarr cube."""
+    import yaml
+
+    from globalflux.models.forest import UnifiedForestRegressor
+    from globalflux.io.model_package import input_statistics
+    from globalflux.workflows.map_cli import cube_from_recipe
+
+    recipe = tmp_path / "cube.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "alps", "workflow": "static_cube",
+        "cube": {"source": "static", "static_root": str(shared_data / "grids"),
+                 "grid": {"crs": "EPSG:4326", "resolution": 0.5, "bbox": [0.0, 40.0, 20.0, 52.0]},
+                 "static_layers": ["land_mask", "ndvi_max", "ndvi_min", "elevation"],
+                 "chunking": "fixed", "chunk_y": 12, "chunk_x": 20}}))
+    cube = cube_from_recipe(recipe).load()
+    feats = ["ndvi_max", "ndvi_min", "elevation"]
+    table = cube[feats].to_dataframe()[feats].dropna()
+    y = 100 * table["ndvi_max"].to_numpy() - 0.01 * table["elevation"].to_numpy()
+    model = UnifiedForestRegressor(n_estimators=10, eliminate=False).fit(table, y)
+    units = {f: cube[f].attrs.get("units") for f in feats}
+    write_package(tmp_path / "model", model, inputs=input_statistics(table, units),
+                  target={"name": "toy", "units": "1"})
+    out = tmp_path / "toy.zarr"
+    code, err = _map([tmp_path / "model", recipe, "--out", out], capsys)
+    assert code == 0, err
+    want = globalflux.map_cube(globalflux.load_model(tmp_path / "model"), cube)
+    got = xr.open_zarr(out)
+    np.testing.assert_array_equal(got["toy"].values, want["toy"].values)
+    assert np.isfinite(got["toy"].values).sum() > 100
+    assert not list(tmp_path.glob("*.zarr"))[1:]  # the cube itself was never written

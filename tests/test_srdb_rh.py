@@ -145,6 +145,9 @@ def test_real_run_reduced(shared_data, tmp_path):
     # the model package, and no pickle anywhere in the run folder
     from globalflux.io.model_package import read_package
 
+    shares = pd.read_csv(out / "metrics" / "applicability.csv")
+    assert 0 <= shares["share_of_mapped_land_outside_aoa"].item() < 1
+    assert 0 <= shares["share_of_total_outside_aoa"].item() < 1
     pkg = read_package(out / "model")
     assert pkg.kind == "zoned_forest" and ds.attrs["model_sha256"] == pkg.checksum
     assert pkg.manifest["time_step"] == "annual" and pkg.applicability is not None

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import DataError, InputFileError, StoreError
 
-__all__ = ["main", "parse_bbox", "parse_time", "open_cube"]
+__all__ = ["main", "parse_bbox", "parse_time", "open_cube", "cube_from_recipe"]
 
 log = logging.getLogger("globalflux")
 
@@ -59,16 +59,15 @@ def parse_time(text: str | None) -> tuple[Any, Any] | None:
 
 
 def open_cube(path: str | Path):
-    """A predictor cube: a Zarr store written by globalflux (or any CF Zarr store with a CRS)."""
+    """A predictor cube: a Zarr store written by globalflux (or any CF Zarr store with a CRS),
+    or a ``static_cube`` recipe (:func:`cube_from_recipe`)."""
     import rioxarray  # noqa: F401
 
     from ..io.store import open_dataset
 
     p = Path(path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
-        raise InputFileError("is a recipe; `globalflux map` takes the cube it builds", where=str(p),
-                             fix=f"Run `globalflux run {p} --out CUBE_RUN` and pass "
-                             "CUBE_RUN/maps/<cube>.zarr.")
+        return cube_from_recipe(p)
     if not p.exists():
         raise InputFileError("does not exist", where=str(p),
                              fix="Give a Zarr predictor cube, e.g. RUN/maps/predictors.zarr.")
@@ -83,6 +82,30 @@ def open_cube(path: str | Path):
     if ds.rio.crs is None and "spatial_ref" in ds.coords and ds["spatial_ref"].attrs.get("crs_wkt"):
         ds = ds.rio.write_crs(ds["spatial_ref"].attrs["crs_wkt"])
     return ds
+
+
+def cube_from_recipe(path: str | Path):
+    """The lazy cube of a ``static_cube`` recipe, built as that workflow builds it (the same
+    library calls) but not written: map chunks read the static sources directly."""
+    from ..cube import finalize_cube, static_cube
+    from ..grid import make_grid
+    from ..io.static_grids import open_static_sources
+    from ..pipeline import validate
+    from ..provenance import provenance_attrs
+
+    recipe = validate(path)
+    if recipe.workflow != "static_cube":
+        raise InputFileError(f"is a {recipe.workflow} recipe; a CUBE recipe must be a static_cube "
+                             "recipe", where=str(path),
+                             fix=f"Run `globalflux run {path} --out RUN` and pass the Zarr cube "
+                             "it writes under RUN/maps/.")
+    cfg = recipe.cube
+    grid = make_grid(cfg.grid.crs, cfg.grid.resolution, cfg.grid.bbox)
+    sources = open_static_sources(cfg.static_root, names={n: True for n in cfg.static_layers})
+    ds = static_cube(sources, grid, land_threshold=cfg.land_threshold)
+    chunks = None if cfg.chunking == "auto" else {"y": cfg.chunk_y, "x": cfg.chunk_x}
+    return finalize_cube(ds, grid, attrs=provenance_attrs(recipe=recipe), chunks=chunks,
+                         target_mb=cfg.chunk_mb)
 
 
 def main(args) -> int:

@@ -225,6 +225,26 @@ def map_coverage(cube: xr.Dataset, features: list[str]) -> pd.DataFrame:
     return out
 
 
+def _aoa_shares(stored: xr.Dataset, res: float) -> dict[str, float]:
+    """Share of the mapped land area, and of the mapped RH total, outside the area of
+    applicability (land area = spherical pixel area x land fraction)."""
+    w = pixel_area_m2(stored) * stored["land_fraction"].astype("float64")
+    mapped = stored["rh"].notnull() & (stored["aoa"] >= 0)
+    outside = mapped & (stored["aoa"] == 0)
+    flux = (stored["rh"] * w).where(mapped)
+    area_all, area_out, tot_all, tot_out = (
+        float(v) for v in xr.Dataset({"a": w.where(mapped).sum(), "b": w.where(outside).sum(),
+                                      "c": flux.sum(), "d": flux.where(outside).sum()})
+        .compute().to_array().values)
+    row = {"resolution_deg": float(res), "threshold_di": float(stored["aoa"].attrs.get(
+        "threshold", np.nan)), "share_of_mapped_land_outside_aoa": area_out / area_all,
+        "share_of_total_outside_aoa": tot_out / tot_all}
+    log.info("area of applicability at %s deg: %.1f%% of mapped land (%.1f%% of the RH total) "
+             "outside", res, 100 * row["share_of_mapped_land_outside_aoa"],
+             100 * row["share_of_total_outside_aoa"])
+    return row
+
+
 def _write_model_package(ctx, recipe, final, Xg: pd.DataFrame, y, groups, records, cube,
                          held_out: pd.DataFrame):
     """Write ``RUN/model/`` (the grid zoned forest, its AOA) and load it back verified."""
@@ -381,6 +401,7 @@ def run(recipe, ctx) -> None:
     totals = []
     coverage: list[pd.DataFrame] = []
     maps_done = []
+    aoa_rows: list[dict[str, float]] = []
     for res in cfg_f.map_resolutions:
         with ctx.step(f"global RH map at {res} deg (Zarr, COG) and global total"):
             cube = cube0 if float(res) == res0 else _static_cube(
@@ -407,8 +428,9 @@ def run(recipe, ctx) -> None:
             stored = open_dataset(path, chunks={})
             stored = stored.rio.write_crs("EPSG:4326")
             tags = {k: str(v) for k, v in attrs.items() if isinstance(v, str) and k != "recipe"}
-            for v in ("rh", "rh_sd", "zone"):
+            for v in ("rh", "rh_sd", "zone", "aoa"):
                 _write_cog(stored[v], ctx.cogs, f"{v}_{tag}", tags)
+            aoa_rows.append(_aoa_shares(stored, res))
             tot = global_total(final, cube, feats)
             cov = map_coverage(cube, feats)
             cov.insert(0, "resolution_deg", float(res))
@@ -420,6 +442,8 @@ def run(recipe, ctx) -> None:
             log.info("global RH at %s deg: %.1f Pg C/yr (tree SD %.1f) over %.4g km2 of land with "
                      "every predictor (%.4g km2 land in the mask)", res, tot["total_pg"],
                      tot["total_sd_pg"], tot["area_predicted_km2"], tot["land_area_km2"])
+    if aoa_rows:
+        pd.DataFrame(aoa_rows).to_csv(ctx.metrics / "applicability.csv", index=False)
     totals_df = pd.DataFrame(totals)
     cov_df = pd.concat(coverage, ignore_index=True) if coverage else pd.DataFrame()
     if len(totals_df):
