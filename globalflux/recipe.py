@@ -13,6 +13,7 @@ checked against these docs by a test, so every key is documented.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -143,6 +144,9 @@ def _convert(value: Any, tp: Any, path: str, source: str | None, meta: Mapping |
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(path, value, tp, source)
         out = float(value)
+        if not math.isfinite(out):  # NaN and inf pass every comparison: refuse them here
+            where = f"{source}: {path}" if source else path
+            raise RecipeError(f"got {value!r}", where=where, fix="Allowed: a finite number.")
     elif tp is str:
         if not isinstance(value, str):
             raise _fail(path, value, tp, source)
