@@ -50,12 +50,16 @@ def _add_sites(sub) -> None:
     c.add_argument("--min-year", type=int, default=None)
     c.add_argument("--cache-dir", default=None,
                    help="Parquet cache of converted data.RDS files (default ~/.cache/globalflux)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r = s.add_parser("srdb", help="an SRDB folder or srdb-data.csv")
     r.add_argument("path")
     r.add_argument("--out", required=True)
     r.add_argument("--min-midyear", type=float, default=None)
     r.add_argument("--variable", choices=["Rh", "Rs"], default="Rh",
                    help="annual flux that must be present (Rh_annual or Rs_annual)")
+    r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    r.add_argument("--lenient", action="store_true",
+                   help="drop malformed CSV rows (counted in the summary) instead of failing")
 
 
 def _add_query(sub) -> None:
@@ -177,6 +181,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("globalflux: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # permission, disk full, not a folder ... while writing: a bad --out
+        from .io.paths import is_write_error, write_error
+
+        if args.debug or not is_write_error(exc):
+            if args.debug:
+                raise
+            print(f"globalflux: internal error: {exc.__class__.__name__}: {exc} "
+                  "(run with --debug for the traceback and report it)", file=sys.stderr)
+            return 1
+        print(f"globalflux: error: {write_error(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # internal error
         if args.debug:
             raise
