@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import DataError, GridError, InputFileError
+from .errors import DataError, GlobalfluxError, GridError, InputFileError
 from .grid import BBox
 from .io.paths import TMP_PREFIX, atomic_target, check_output_file, writing
 
@@ -369,14 +369,27 @@ def cli_main(args) -> int:
                             fix="Choose a zone present in the map's 'zone' variable.")
     with writing(out):
         out.parent.mkdir(parents=True, exist_ok=True)
-    if ext == ".nc":
-        _write_nc(sub, out, attrs)
-    elif ext == ".csv":
-        _write_csv(sub, out)
-    elif ext in (".tif", ".tiff"):
-        _write_tif(sub, out, attrs)
-    else:
-        with atomic_target(out) as tmp:
-            _write_png(sub, tmp, attrs)
+    if attrs.get("globalflux_partial"):
+        log.warning("%s is partial (%s): the subset holds only those blocks", store,
+                    attrs["globalflux_partial"])
+    try:
+        if ext == ".nc":
+            _write_nc(sub, out, attrs)
+        elif ext == ".csv":
+            _write_csv(sub, out)
+        elif ext in (".tif", ".tiff"):
+            _write_tif(sub, out, attrs)
+        else:
+            with atomic_target(out) as tmp:
+                _write_png(sub, tmp, attrs)
+    except (GlobalfluxError, OSError):
+        raise
+    except Exception as exc:  # a codec error inside a chunk: name the store and the chunk
+        from .io.store import decode_error
+
+        err = decode_error(exc, store)
+        if err is None:
+            raise
+        raise err from None
     print(f"globalflux: wrote {out}")
     return 0
