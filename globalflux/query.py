@@ -43,6 +43,8 @@ from .io.paths import TMP_PREFIX, atomic_target, check_output_file, writing
 __all__ = ["open_map", "query", "cli_main", "map_extent"]
 
 log = logging.getLogger("globalflux")
+#: subsets up to this size are read before the output is opened (a damaged chunk leaves no trace)
+MAX_EAGER_BYTES = 1 << 30
 
 #: largest subset written as a long CSV table (cells); bigger ones should go to NetCDF
 MAX_CSV_CELLS = 5_000_000
@@ -373,6 +375,8 @@ def cli_main(args) -> int:
         log.warning("%s is partial (%s): the subset holds only those blocks", store,
                     attrs["globalflux_partial"])
     try:
+        if sub.nbytes <= MAX_EAGER_BYTES:  # read (and decode) before any output file is opened
+            sub = sub.load()
         if ext == ".nc":
             _write_nc(sub, out, attrs)
         elif ext == ".csv":
