@@ -666,8 +666,11 @@ def test_srdb_lenient_drops_and_counts(tmp_path, capsys):
     assert "| malformed_row | 1 |" in capsys.readouterr().out
 
 
-def test_write_error_is_exit_2_naming_the_path(tmp_path, capsys, monkeypatch):
-    """A disk-full error while writing is exit 2 naming the path (no traceback)."""
+@pytest.mark.parametrize("err, why", [("ENOSPC", "disk full"), ("EACCES", "no write permission"),
+                                      ("ENOTDIR", "a part of the path is a file, not a folder"),
+                                      ("EROFS", "read-only file system")])
+def test_write_error_is_exit_2_naming_the_path(tmp_path, capsys, monkeypatch, err, why):
+    """An OSError while writing (disk full, permission, ...) is exit 2 naming the path."""
     import errno
 
     import globalflux.io.tables as tables
@@ -677,11 +680,28 @@ def test_write_error_is_exit_2_naming_the_path(tmp_path, capsys, monkeypatch):
     shutil.copy(SRDB_FIXTURE, src / "srdb-data.csv")
     target = tmp_path / "s.parquet"
 
-    def full(df, path):
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def failing(df, path):
+        code = getattr(errno, err)
+        raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(tables, "write_table", full)
+    monkeypatch.setattr(tables, "write_table", failing)
     assert main(["sites", "srdb", str(src), "--out", str(target)]) == 2
     first = capsys.readouterr().err.splitlines()[0]
-    assert first == (f"globalflux: error: {target}: cannot write (disk full). Choose an output folder "
+    assert first == (f"globalflux: error: {target}: cannot write ({why}). Choose an output folder "
                      "you can write to, with free space.")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root may write anywhere")
+def test_out_in_a_folder_without_write_permission(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(demo_recipe(None)))  # type: ignore[arg-type]
+    os.chmod(ro, 0o500)
+    try:
+        assert main(["run", str(recipe), "--out", str(ro / "run")]) == 2
+        first = capsys.readouterr().err.splitlines()[0]
+        assert first.startswith(f"globalflux: error: --out {ro / 'run'}: no write permission in '{ro}'")
+        assert list(ro.iterdir()) == []
+    finally:
+        os.chmod(ro, 0o700)
