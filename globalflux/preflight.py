@@ -26,14 +26,22 @@ from .io.paths import check_writable_dir, plain_name
 
 __all__ = ["preflight", "check_crs", "check_bytes", "WORKFLOW_SOURCES"]
 
-#: which ``sites.source`` / ``cube.source`` values each workflow accepts (None: section unused)
-WORKFLOW_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
-    "synthetic_zoned_rh": {"cube": ("synthetic",)},
-    "srdb_rh_annual": {"sites": ("srdb", "gsbe"), "cube": ("static",)},
-    "cosore_rh": {"sites": ("cosore",), "cube": ("static",)},
-    "cosore_efflux_daily": {"sites": ("cosore",)},
-    "static_cube": {"cube": ("static",)},
-    "stac_cube": {"cube": ("stac", "rasters")},
+#: which ``sites.source`` / ``cube.source`` values each workflow accepts, and how to fix another
+WORKFLOW_SOURCES: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {
+    "synthetic_zoned_rh": {"cube": (("synthetic",), "The synthetic_zoned_rh workflow builds its own cube: "
+                                    "use 'synthetic'.")},
+    "srdb_rh_annual": {"sites": (("srdb", "gsbe"), "The srdb_rh_annual workflow reads SRDB: use 'srdb' "
+                                 "(or 'gsbe')."),
+                       "cube": (("static",), "The srdb_rh_annual workflow samples the real static cube: "
+                                "use 'static'.")},
+    "cosore_rh": {"sites": (("cosore",), "The cosore_rh workflow reads COSORE: use 'cosore'."),
+                  "cube": (("static",), "The cosore_rh workflow samples the real static cube: use 'static'.")},
+    "cosore_efflux_daily": {"sites": (("cosore",), "Workflow cosore_efflux_daily reads COSORE: set "
+                                      "sites.source: cosore.")},
+    "static_cube": {"cube": (("static",), "The static_cube workflow builds source: static; use stac_cube "
+                             "for rasters/stac.")},
+    "stac_cube": {"cube": (("stac", "rasters"), "The stac_cube workflow builds source: stac or rasters; "
+                           "use static_cube for the static grids.")},
 }
 
 _SINUSOIDAL = ("modis-sinusoidal", "modis_sinusoidal", "sinusoidal")
@@ -76,7 +84,7 @@ def _is_url(text: str) -> bool:
     return "://" in text and not text.startswith("file://")
 
 
-def _need(path: str | None, *, key: str, kind: str, source: str | None = None) -> None:
+def _need(path: str | None, *, key: str, kind: str, missing: str = "does not exist") -> None:
     """An input path that must exist: ``kind`` is 'file', 'dir', 'any' or 'glob'."""
     if path is None:
         return
@@ -90,7 +98,7 @@ def _need(path: str | None, *, key: str, kind: str, source: str | None = None) -
         return
     p = Path(text)
     if not p.exists():
-        raise InputFileError("does not exist", where=f"{key} {text}",
+        raise InputFileError(missing, where=f"{key} {text}",
                              fix="Check the path (relative paths start from the current folder).")
     if kind == "dir" and not p.is_dir():
         raise InputFileError("is a file, expected a folder", where=f"{key} {text}",
@@ -102,29 +110,27 @@ def _need(path: str | None, *, key: str, kind: str, source: str | None = None) -
 
 def _sources(recipe) -> None:
     want = WORKFLOW_SOURCES.get(recipe.workflow, {})
-    for section, allowed in want.items():
+    for section, (allowed, fix) in want.items():
         cfg = getattr(recipe, section, None)
         if cfg is None:
             continue
         if cfg.source not in allowed:
-            raise RecipeError(f"got {cfg.source!r}", where=f"{section}.source",
-                              fix=f"Workflow {recipe.workflow} needs {section}.source: "
-                              f"{' or '.join(allowed)}.")
+            raise RecipeError(f"{section}.source is {cfg.source!r}", where=f"{section}.source", fix=fix)
 
 
 def _inputs(recipe) -> None:
     s = getattr(recipe, "sites", None)
     if s is not None:
         if s.source == "srdb":
-            _need(s.srdb_path, key="sites.srdb_path", kind="any")
+            _need(s.srdb_path, key="sites.srdb_path", kind="any", missing="SRDB data file not found")
         elif s.source == "cosore":
-            _need(s.cosore_path, key="sites.cosore_path", kind="dir")
+            _need(s.cosore_path, key="sites.cosore_path", kind="dir", missing="COSORE folder not found")
         elif s.source == "gsbe":
-            _need(s.gsbe_path, key="sites.gsbe_path", kind="dir")
+            _need(s.gsbe_path, key="sites.gsbe_path", kind="dir", missing="gsbe folder not found")
     c = getattr(recipe, "cube", None)
     if c is not None:
         if c.source == "static":
-            _need(c.static_root, key="cube.static_root", kind="dir")
+            _need(c.static_root, key="cube.static_root", kind="dir", missing="static grids folder not found")
         if c.source == "rasters":
             if not c.rasters:
                 raise RecipeError("no raster sources", where="cube.rasters",
