@@ -30,12 +30,17 @@ def _listeners(pids: set[int]) -> list[tuple[int, str, int]]:
 def test_local_cluster_map_listens_only_on_loopback(tmp_path):
     """A short LocalCluster map: every listening socket of this process and of the workers and
     nanny processes it started (scheduler, workers, nannies, dashboard) is on 127.0.0.1."""
-    from globalflux.cluster import connect
+    from globalflux.cluster import connect, describe, probe
     from globalflux.config import MappingConfig
 
     client, cluster = connect(None, MappingConfig(n_workers=1, threads_per_worker=1, memory_limit="1GiB"))
     try:
         _mapjob.run(tmp_path / "m.zarr", client=client)
+        # the bounded handshake used for --scheduler recognises a real scheduler
+        assert probe(cluster.scheduler_address, 10.0)["type"] == "Scheduler"
+        remote, none = connect(cluster.scheduler_address, timeout=10.0)
+        assert none is None and describe(remote)["workers"] == 1
+        remote.close()
         me = psutil.Process()
         pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
         found = _listeners(pids)
