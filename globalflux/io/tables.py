@@ -188,6 +188,9 @@ def read_csv_strict(path: str | Path, *, lenient: bool = False, encoding: str = 
     if not good:
         raise InputFileError("has a header but no data rows" + (f" ({len(bad)} malformed)" if bad else ""),
                              where=str(path), fix=f"Give a {what} table with data rows.")
+    if text and not text.endswith(("\n", "\r")):
+        log.warning("%s: the last line (%d) has no line end; if the file was cut, its last record "
+                    "may be incomplete", path, line)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
