@@ -158,7 +158,14 @@ def test_world_writable_cache_folder_is_not_used(tmp_path, monkeypatch, caplog):
     shared.mkdir()
     os.chmod(shared, 0o777)  # like /tmp without the sticky bit: anyone could swap entries
     monkeypatch.setenv("GLOBALFLUX_LLEAVES_CACHE", str(shared / "cache"))
-    d = fast.compiled_cache_dir()
+    import logging
+
+    logger = logging.getLogger("globalflux")  # the CLI may have turned propagation off
+    logger.addHandler(caplog.handler)
+    try:
+        d = fast.compiled_cache_dir()
+    finally:
+        logger.removeHandler(caplog.handler)
     assert d != shared / "cache" and stat.S_IMODE(os.stat(d).st_mode) == 0o700
     assert "world-writable" in caplog.text
 
