@@ -392,7 +392,7 @@ def _map_on_cluster(model, cols, cube_path, out, n_workers, repeat=1):
     from .mapping import apply_to_cube, map_to_store, scatter_model
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", memory_limit="3GiB",
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit="3GiB",
                       silence_logs=logging.WARNING) as lc, Client(lc) as c:
         cube = open_dataset(cube_path, chunks={})
         fut = scatter_model(c, model)
@@ -478,21 +478,29 @@ def format_table(df: pd.DataFrame, ctx: dict[str, Any]) -> str:
 
 def cli_main(args) -> int:
     """``globalflux bench``: run, print the table, optionally write CSV + JSON to ``--out``."""
+    from .io.paths import atomic_write_text, check_output_file, check_writable_dir, writing
+
+    out = Path(args.out) if args.out else None
+    overwrite = bool(getattr(args, "overwrite", False))
+    if out is not None:  # before the benchmark runs: a bad --out must not cost minutes
+        check_writable_dir(out, what="--out")
+        for name in ("bench.csv", "bench_context.json"):
+            check_output_file(out / name, what="--out", overwrite=overwrite)
     client = None
     if getattr(args, "scheduler", None):
         from .cluster import connect
 
-        client, _ = connect(args.scheduler)
+        client, _ = connect(args.scheduler, timeout=getattr(args, "scheduler_timeout", None))
     try:
         df, ctx = run_suite(quick=bool(args.quick), client=client)
     finally:
         if client is not None:
             client.close()
     print(format_table(df, ctx))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out / "bench.csv", index=False)
-        (out / "bench_context.json").write_text(json.dumps(ctx, indent=1, default=str))
+    if out is not None:
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "bench.csv", df.to_csv(index=False))
+        atomic_write_text(out / "bench_context.json", json.dumps(ctx, indent=1, default=str))
         print(f"globalflux: wrote {out / 'bench.csv'} and {out / 'bench_context.json'}")
     return 0

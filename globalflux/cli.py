@@ -26,8 +26,11 @@ def _add_run(sub) -> None:
                    help="override a recipe key, e.g. --set forest.n_estimators=50 (repeatable)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    p.add_argument("--scheduler-timeout", type=float, default=None, metavar="SECONDS",
+                   help="seconds to wait for --scheduler (default: mapping.scheduler_timeout, 30 s)")
     p.add_argument("--resume", action="store_true", help="finish what is missing in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a globalflux run folder (after the checks pass)")
 
 
 def _add_validate(sub) -> None:
@@ -47,12 +50,16 @@ def _add_sites(sub) -> None:
     c.add_argument("--min-year", type=int, default=None)
     c.add_argument("--cache-dir", default=None,
                    help="Parquet cache of converted data.RDS files (default ~/.cache/globalflux)")
+    c.add_argument("--overwrite", action="store_true", help="replace existing output files")
     r = s.add_parser("srdb", help="an SRDB folder or srdb-data.csv")
     r.add_argument("path")
     r.add_argument("--out", required=True)
     r.add_argument("--min-midyear", type=float, default=None)
     r.add_argument("--variable", choices=["Rh", "Rs"], default="Rh",
                    help="annual flux that must be present (Rh_annual or Rs_annual)")
+    r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    r.add_argument("--lenient", action="store_true",
+                   help="drop malformed CSV rows (counted in the summary) instead of failing")
 
 
 def _add_query(sub) -> None:
@@ -64,13 +71,17 @@ def _add_query(sub) -> None:
     p.add_argument("--time", default=None, metavar="START[/END]")
     p.add_argument("--var", default=None, metavar="NAME")
     p.add_argument("--out", required=True, help=".nc, .csv, .tif or .png")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="chunk throughput benchmarks; prints a table")
     p.add_argument("--quick", action="store_true", help="small sizes, a few seconds per row")
     p.add_argument("--out", default=None, help="also write the table (CSV) and its context (JSON)")
+    p.add_argument("--overwrite", action="store_true", help="replace bench files already in --out")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS")
+    p.add_argument("--scheduler-timeout", type=float, default=None, metavar="SECONDS",
+                   help="seconds to wait for --scheduler (default 30)")
 
 
 def _add_map(sub) -> None:
@@ -111,8 +122,9 @@ def _cmd_run(args) -> int:
     from .pipeline import run_recipe, validate
 
     recipe = validate(args.recipe, args.overrides)
-    out = args.out or f"runs/{recipe.name}"
-    run_recipe(recipe, out, scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite)
+    out = args.out or f"runs/{recipe.name}"  # recipe.name is a plain name (preflight)
+    run_recipe(recipe, out, scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite,
+               scheduler_timeout=args.scheduler_timeout)
     print(f"globalflux: run folder {out} (report: {out}/report.md)")
     return 0
 
@@ -193,6 +205,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("globalflux: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # permission, disk full, not a folder ... while writing: a bad --out
+        from .io.paths import is_write_error, write_error
+
+        if args.debug or not is_write_error(exc):
+            if args.debug:
+                raise
+            print(f"globalflux: internal error: {exc.__class__.__name__}: {exc} "
+                  "(run with --debug for the traceback and report it)", file=sys.stderr)
+            return 1
+        print(f"globalflux: error: {write_error(exc)}", file=sys.stderr)
+        return 2
     except Exception as exc:  # internal error
         if args.debug:
             raise

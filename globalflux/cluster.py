@@ -5,22 +5,26 @@
     (``n_workers``, ``threads_per_worker``, ``memory_limit``); an address connects to a running
     ``dask scheduler`` (any deployment: ``dask scheduler``/``dask worker`` by hand,
     dask-jobqueue on SLURM/PBS, dask-kubernetes, Coiled; see docs/deployment.md). An address
-    that cannot be reached within ``timeout`` seconds (default ``mapping.scheduler_timeout`` or
-    10 s) raises :class:`~globalflux.errors.SchedulerError` naming it: no hang.
-    The dashboard address is logged and printed.
+    that does not answer a Dask handshake within ``timeout`` seconds (default
+    ``mapping.scheduler_timeout`` or 30 s) raises :class:`~globalflux.errors.SchedulerError` naming
+    it: no hang, also when something else (say a web server) listens on that port.
+    The LocalCluster's scheduler and workers bind 127.0.0.1 and so does its dashboard, unless the
+    recipe key ``mapping.dashboard_host`` asks otherwise. The dashboard address is logged.
 
 ``describe(client) -> dict``: workers, threads, memory (recorded beside benchmark numbers).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
+import threading
 
 from .errors import SchedulerError
 
-__all__ = ["connect", "describe", "check_address"]
+__all__ = ["connect", "describe", "check_address", "probe", "dashboard_address", "DEFAULT_TIMEOUT"]
 
 log = logging.getLogger("globalflux")
 
@@ -38,6 +42,59 @@ def check_address(scheduler: str) -> str:
             "out --scheduler to use a LocalCluster.",
         )
     return text
+
+
+DEFAULT_TIMEOUT = 30.0
+
+
+def dashboard_address(mapping=None) -> str:
+    """``HOST:0`` for a LocalCluster dashboard: ``mapping.dashboard_host`` or 127.0.0.1."""
+    host = str(getattr(mapping, "dashboard_host", None) or "127.0.0.1")
+    return f"[{host}]:0" if ":" in host else f"{host}:0"
+
+
+async def _identity(address: str, timeout: float) -> dict:
+    from distributed.comm import connect as comm_connect
+
+    comm = await asyncio.wait_for(comm_connect(address, timeout=timeout), timeout)
+    try:
+        await asyncio.wait_for(comm.write({"op": "identity", "reply": True}), timeout)
+        reply = await asyncio.wait_for(comm.read(), timeout)
+    finally:
+        comm.abort()
+    return reply
+
+
+def probe(address: str, timeout: float) -> dict:
+    """Ask ``address`` for its Dask identity within ``timeout`` seconds (whole exchange bounded).
+
+    Raises :class:`SchedulerError` naming the address when nothing answers, or when what answers
+    is not a Dask scheduler (e.g. a web server on that port).
+    """
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["reply"] = asyncio.run(asyncio.wait_for(_identity(address, timeout), timeout))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            result["error"] = exc
+
+    t = threading.Thread(target=target, name="globalflux-scheduler-probe", daemon=True)
+    t.start()
+    t.join(timeout + 2.0)
+    err = result.get("error")
+    reply = result.get("reply")
+    if t.is_alive() or err is not None or not isinstance(reply, dict) or \
+            reply.get("type") != "Scheduler":
+        what = err.__class__.__name__ if err is not None else (
+            "no answer" if t.is_alive() or reply is None else "not a Dask scheduler")
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler within {timeout:g} s ({what})",
+            where=address,
+            fix="Check the address (tcp://HOST:PORT) and that `dask scheduler` is running, "
+            "or leave out --scheduler to use a LocalCluster.",
+        )
+    return reply
 
 
 def _dashboard(client) -> str:
@@ -61,14 +118,15 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None
         timeout) or None (2 workers x 1 thread, 2 GiB each).
     timeout
         Seconds to wait for an existing scheduler before failing with a clear error; default
-        ``mapping.scheduler_timeout`` (10 s).
+        ``mapping.scheduler_timeout`` (30 s).
     """
     from distributed import Client, LocalCluster
 
     if timeout is None:
-        timeout = float(getattr(mapping, "scheduler_timeout", 10.0))
+        timeout = float(getattr(mapping, "scheduler_timeout", DEFAULT_TIMEOUT))
     if scheduler:
         address = check_address(scheduler)
+        probe(address, timeout)  # bounded: a port that is not Dask cannot hang the Client
         try:
             client = Client(address, timeout=timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
@@ -92,7 +150,8 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None
         threads_per_worker=threads,
         memory_limit=memory,
         processes=True,
-        dashboard_address=":0",
+        host="127.0.0.1",
+        dashboard_address=dashboard_address(mapping),
         silence_logs=logging.WARNING,
     )
     client = Client(cluster, set_as_default=False)

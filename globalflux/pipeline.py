@@ -5,7 +5,8 @@ No science lives here. A workflow is a module ``globalflux.workflows.<name>`` wi
 * ``SECTIONS``: the recipe sections it uses (filled with defaults when absent), and
 * ``run(recipe, ctx) -> None``: calls stage functions and writes through ``ctx``.
 
-The run folder layout: ``recipe.yaml`` (resolved), ``log.txt``, ``report.md``, ``figures/``,
+The run folder layout: ``.globalflux-run.json`` (the marker: recipe name, workflow, hash, status),
+``recipe.yaml`` (resolved), ``log.txt``, ``report.md``, ``figures/``,
 ``metrics/``, ``maps/`` (Zarr) and ``maps/cog/`` (COG).
 """
 
@@ -22,7 +23,8 @@ from typing import Any
 
 from .errors import RecipeError, StoreError
 
-__all__ = ["RunContext", "run_recipe", "resolve_sections", "workflow_module"]
+__all__ = ["RunContext", "run_recipe", "resolve_sections", "workflow_module", "MARKER", "read_marker",
+           "recipe_hash"]
 
 log = logging.getLogger("globalflux")
 
@@ -80,10 +82,11 @@ class RunContext:
     """
 
     def __init__(self, recipe, out: str | Path, *, scheduler: str | None = None, resume: bool = False,
-                 connection: tuple[Any, Any] | None = None):
+                 connection: tuple[Any, Any] | None = None, scheduler_timeout: float | None = None):
         self.recipe = recipe
         self.out = Path(out)
         self.scheduler = scheduler
+        self.scheduler_timeout = scheduler_timeout
         self.resume = resume
         # an already opened (client, cluster) pair, e.g. connected early to fail fast
         self._client, self._cluster = connection if connection is not None else (None, None)
@@ -132,7 +135,8 @@ class RunContext:
         if self._client is None:
             from .cluster import connect
 
-            self._client, self._cluster = connect(self.scheduler, getattr(self.recipe, "mapping", None))
+            self._client, self._cluster = connect(self.scheduler, getattr(self.recipe, "mapping", None),
+                                                  timeout=self.scheduler_timeout)
         return self._client
 
     def close(self) -> None:
@@ -144,34 +148,133 @@ class RunContext:
             self._cluster = None
 
 
-def _prepare_out(recipe, out: Path, resume: bool, overwrite: bool) -> None:
+#: the marker file that makes a folder a globalflux run folder (JSON: recipe name, hash, status)
+MARKER = ".globalflux-run.json"
+
+
+def recipe_hash(recipe) -> str:
+    """SHA-256 of the resolved recipe's YAML: the identity ``--resume`` checks."""
+    import hashlib
+
     from .recipe import dump_recipe
 
+    return hashlib.sha256(dump_recipe(recipe).encode("utf-8")).hexdigest()
+
+
+def read_marker(out: str | Path) -> dict[str, Any] | None:
+    """The run marker of folder ``out`` (None when there is none or it is unreadable)."""
+    import json
+
+    p = Path(out) / MARKER
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) and data.get("globalflux_run") == 1 else None
+
+
+def _write_marker(recipe, out: Path, status: str) -> None:
+    import datetime as _dt
+    import json
+
+    from . import __version__
+    from .io.paths import atomic_write_text
+
+    old = read_marker(out) or {}
+    data = {
+        "globalflux_run": 1,
+        "name": recipe.name,
+        "workflow": recipe.workflow,
+        "recipe_sha256": recipe_hash(recipe),
+        "globalflux_version": __version__,
+        "started": old.get("started") or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "status": status,
+    }
+    atomic_write_text(out / MARKER, json.dumps(data, indent=1) + "\n")
+
+
+def _prepare_out(recipe, out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Make ``out`` the run folder; returns the old run folder moved aside by --overwrite (or None).
+
+    Nothing is deleted here: an old run folder replaced by ``--overwrite`` is renamed beside it and
+    removed by :func:`run_recipe` only after the new run finished.
+    """
+    import os
+
+    from .io.paths import atomic_write_text, remove_stale_temps, writing
+    from .recipe import dump_recipe
+
+    if resume and overwrite:
+        raise StoreError("--resume and --overwrite exclude each other", where=str(out),
+                         fix="Use --resume to finish a run, or --overwrite to replace it.")
     text = dump_recipe(recipe)
     existing = out / "recipe.yaml"
-    if resume:
+    marker = read_marker(out)
+    non_empty = out.is_dir() and any(out.iterdir())
+    aside = None
+    if resume and non_empty:
         if existing.is_file() and existing.read_text(encoding="utf-8") != text:
             from .recipe import read_yaml
 
-            old = read_yaml(existing)
+            try:
+                old = read_yaml(existing)
+            except Exception:  # noqa: BLE001 - any unreadable recipe is "another recipe"
+                old = {}
             raise StoreError(
                 f"was made by another recipe (name {old.get('name')!r}, workflow "
                 f"{old.get('workflow')!r})",
                 where=str(out),
                 fix="Resume with the same recipe and --set values, or choose another --out.",
             )
-    elif out.exists() and any(out.iterdir()) and not overwrite:
+        if marker is None or marker.get("recipe_sha256") != recipe_hash(recipe):
+            raise StoreError(
+                f"is not a run folder of this recipe (no matching {MARKER})",
+                where=str(out),
+                fix="Resume only a folder that `globalflux run` made with this recipe; choose another --out.",
+            )
+        removed = remove_stale_temps(out)
+        if removed:
+            log.info("resume: removed %d temporary file(s) of the interrupted run", len(removed))
+    elif non_empty and not overwrite:
         raise StoreError(
             "output folder exists and is not empty",
             where=str(out),
             fix="Use --resume to finish it, --overwrite to replace it, or another --out.",
         )
-    elif out.exists() and overwrite:
-        import shutil
+    elif non_empty and overwrite:
+        if marker is None:
+            raise StoreError(
+                f"is not a globalflux run folder (no {MARKER}); --overwrite replaces only run folders",
+                where=str(out),
+                fix="Choose another --out, or move that folder away yourself.",
+            )
+        aside = out.with_name(f".{out.name}.globalflux-old-{os.getpid()}")
+        with writing(out):
+            os.replace(out, aside)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
+        _write_marker(recipe, out, "running")
+        atomic_write_text(existing, text)
+    return aside
 
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    existing.write_text(text, encoding="utf-8")
+
+def _restore(out: Path, aside: Path | None) -> None:
+    """Put an old run folder back after the replacing run failed."""
+    import os
+    import shutil
+
+    if aside is None or not aside.exists():
+        return
+    failed = out.with_name(f".{out.name}.globalflux-failed-{os.getpid()}")
+    try:
+        os.replace(out, failed)
+        os.replace(aside, out)
+        shutil.rmtree(failed, ignore_errors=True)
+        log.warning("the new run failed: the previous run folder %s was put back", out)
+    except OSError:  # pragma: no cover - leave both for the user to see
+        log.warning("the new run failed; the previous run folder is at %s", aside)
 
 
 def run_recipe(
@@ -181,17 +284,28 @@ def run_recipe(
     scheduler: str | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    scheduler_timeout: float | None = None,
 ) -> Path:
-    """Run a (validated) recipe into the folder ``out`` and return it."""
+    """Run a (validated) recipe into the folder ``out`` and return it.
+
+    The :func:`~globalflux.preflight.preflight` runs first, then the run folder is made (or
+    checked, for ``resume``; or, for ``overwrite``, the old marked run folder is moved aside and
+    deleted only once the new run finished; if the new run fails, the old one is put back).
+    """
+    import shutil
+
+    from .preflight import preflight
+
     recipe = resolve_sections(recipe)
     out = Path(out)
+    preflight(recipe, out)
     early = None
     if scheduler:  # fail fast, before touching --out, on an unreachable scheduler
         from .cluster import connect
 
-        early = connect(scheduler, getattr(recipe, "mapping", None))
+        early = connect(scheduler, getattr(recipe, "mapping", None), timeout=scheduler_timeout)
     try:
-        _prepare_out(recipe, out, resume, overwrite)
+        aside = _prepare_out(recipe, out, resume, overwrite)
     except BaseException:
         if early is not None:
             RunContext(recipe, out, connection=early).close()
@@ -199,23 +313,40 @@ def run_recipe(
     handler = logging.FileHandler(out / "log.txt", mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("globalflux").addHandler(handler)
-    ctx = RunContext(recipe, out, scheduler=scheduler, resume=resume, connection=early)
+    ctx = RunContext(recipe, out, scheduler=scheduler, resume=resume, connection=early,
+                     scheduler_timeout=scheduler_timeout)
+    ok = False
     try:
         from . import __version__
 
         log.info("globalflux %s: workflow %s, recipe %s -> %s", __version__, recipe.workflow,
                  recipe.name, out)
-        workflow_module(recipe.workflow).run(recipe, ctx)
+        try:
+            workflow_module(recipe.workflow).run(recipe, ctx)
+        except OSError as exc:
+            from .io.paths import is_write_error, write_error
+
+            if not is_write_error(exc):
+                raise
+            raise write_error(exc) from None
+        _write_marker(recipe, out, "finished")
         log.info("finished in %.1f s", time.perf_counter() - ctx.t0)
+        ok = True
     finally:
         ctx.close()
         logging.getLogger("globalflux").removeHandler(handler)
         handler.close()
+        if aside is not None:
+            if ok:
+                shutil.rmtree(aside, ignore_errors=True)
+            else:
+                _restore(out, aside)
     return out
 
 
 def validate(path: str | Path, overrides: Sequence[str] = ()) -> Any:
     """Load a recipe, apply overrides and check its sections against its workflow."""
+    from .preflight import preflight
     from .recipe import load_recipe
 
-    return resolve_sections(load_recipe(path, overrides))
+    return preflight(resolve_sections(load_recipe(path, overrides)))

@@ -36,12 +36,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .errors import DataError, GridError, InputFileError
+from .errors import DataError, GlobalfluxError, GridError, InputFileError
 from .grid import BBox
+from .io.paths import TMP_PREFIX, atomic_target, check_output_file, writing
 
 __all__ = ["open_map", "query", "cli_main", "map_extent"]
 
 log = logging.getLogger("globalflux")
+#: subsets up to this size are read before the output is opened (a damaged chunk leaves no trace)
+MAX_EAGER_BYTES = 1 << 30
 
 #: largest subset written as a long CSV table (cells); bigger ones should go to NetCDF
 MAX_CSV_CELLS = 5_000_000
@@ -246,9 +249,8 @@ def _write_nc(obj, out: Path, attrs: dict) -> None:
         ds[v].encoding = {}
     ds.attrs = {k: (v if isinstance(v, str | int | float) else str(v))
                 for k, v in {**attrs, **ds.attrs}.items()}
-    tmp = out.with_name(f".{out.name}.tmp")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, out)
+    with atomic_target(out) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
 
 
 def _write_csv(obj, out: Path) -> None:
@@ -270,9 +272,8 @@ def _write_csv(obj, out: Path) -> None:
     data_cols = list(ds.data_vars)
     if len(ds.dims) > 1:
         df = df.dropna(subset=data_cols, how="all")
-    tmp = out.with_name(f".{out.name}.tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with atomic_target(out) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def _one_variable(obj, what: str) -> xr.DataArray:
@@ -294,11 +295,19 @@ def _write_tif(obj, out: Path, attrs: dict) -> None:
     if "x" not in obj.dims or "y" not in obj.dims:
         raise DataError("a point series cannot be a GeoTIFF", where=str(out),
                         fix="Write the point series to .csv or .png.")
-    if out.exists():
-        out.unlink()
     tags = {k: v for k, v in attrs.items() if k in ("title", "source", "globalflux_version",
                                                      "synthetic", "comment", "history")}
-    write_cogs(obj, out.parent, prefix=out.stem, per="stack", tags=tags)
+    # written in a private folder beside --out, then renamed to exactly --out (x.tiff stays .tiff);
+    # an existing file is only replaced by that rename, never deleted first
+    import shutil
+    import tempfile
+
+    tmpdir = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=out.parent))
+    try:
+        written = write_cogs(obj, tmpdir, prefix="subset", per="stack", tags=tags)
+        os.replace(written[0], out)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _write_png(obj, out: Path, attrs: dict) -> None:
@@ -343,10 +352,14 @@ def cli_main(args) -> int:
     if ext not in (".nc", ".csv", ".tif", ".tiff", ".png"):
         raise DataError(f"unknown output type {out.suffix!r}", where=f"--out {out}",
                         fix="Use .nc, .csv, .tif or .png.")
+    check_output_file(out, what="--out", overwrite=bool(getattr(args, "overwrite", False)))
     store = Path(args.store)
     if not store.exists():
         raise InputFileError("store not found", where=str(store),
                              fix="Give the maps/*.zarr folder of a run.")
+    if out.resolve() == store.resolve() or store.resolve() in out.resolve().parents:
+        raise InputFileError("is inside the store it reads", where=f"--out {out}",
+                             fix="Write the subset outside the Zarr store.")
     ds = open_map(store)
     attrs = dict(ds.attrs)
     sub = query(ds, bbox=args.bbox, point=args.point, zone=args.zone, time=args.time,
@@ -356,14 +369,31 @@ def cli_main(args) -> int:
         if not bool((zmap == int(args.zone)).any().compute()):
             raise DataError(f"zone {args.zone} has no pixel in the map", where="--zone",
                             fix="Choose a zone present in the map's 'zone' variable.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if ext == ".nc":
-        _write_nc(sub, out, attrs)
-    elif ext == ".csv":
-        _write_csv(sub, out)
-    elif ext in (".tif", ".tiff"):
-        _write_tif(sub, out, attrs)
-    else:
-        _write_png(sub, out, attrs)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if attrs.get("globalflux_partial"):
+        log.warning("%s is partial (%s): the subset holds only those blocks", store,
+                    attrs["globalflux_partial"])
+    try:
+        if sub.nbytes <= MAX_EAGER_BYTES:  # read (and decode) before any output file is opened
+            sub = sub.load()
+        if ext == ".nc":
+            _write_nc(sub, out, attrs)
+        elif ext == ".csv":
+            _write_csv(sub, out)
+        elif ext in (".tif", ".tiff"):
+            _write_tif(sub, out, attrs)
+        else:
+            with atomic_target(out) as tmp:
+                _write_png(sub, tmp, attrs)
+    except (GlobalfluxError, OSError):
+        raise
+    except Exception as exc:  # a codec error inside a chunk: name the store and the chunk
+        from .io.store import decode_error
+
+        err = decode_error(exc, store)
+        if err is None:
+            raise
+        raise err from None
     print(f"globalflux: wrote {out}")
     return 0

@@ -13,6 +13,7 @@ checked against these docs by a test, so every key is documented.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -143,6 +144,9 @@ def _convert(value: Any, tp: Any, path: str, source: str | None, meta: Mapping |
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _fail(path, value, tp, source)
         out = float(value)
+        if not math.isfinite(out):  # NaN and inf pass every comparison: refuse them here
+            where = f"{source}: {path}" if source else path
+            raise RecipeError(f"got {value!r}", where=where, fix="Allowed: a finite number.")
     elif tp is str:
         if not isinstance(value, str):
             raise _fail(path, value, tp, source)
@@ -250,7 +254,7 @@ def apply_overrides(cls: type, data: dict[str, Any], overrides: Sequence[str]) -
         dotted = dotted.strip()
         _schema_type_at(cls, dotted, None)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = safe_load_bounded(raw, source=f"--set {dotted}") if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise RecipeError(f"value {raw!r} is not valid YAML ({exc.__class__.__name__})",
                               where=f"--set {dotted}", fix="Quote strings and use YAML syntax.") from None
@@ -272,16 +276,116 @@ def _deepcopy(data: Any) -> Any:
     return data
 
 
+#: a recipe file larger than this is refused (real recipes are a few kB)
+MAX_RECIPE_BYTES = 1 << 20
+#: deepest nesting of mappings/lists allowed in a recipe
+MAX_DEPTH = 32
+#: most nodes (scalars, mappings, lists) a recipe may expand to, aliases counted at every use
+MAX_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses recursive aliases and bounds depth and expanded size.
+
+    Aliases are allowed (they are handy in recipes) but every use counts its whole subtree, so a
+    "billion laughs" file fails at :data:`MAX_NODES` nodes, long before memory is spent.
+    """
+
+    def __init__(self, stream, source: str):
+        super().__init__(stream)
+        self._source = source
+        self._sizes: dict[int, int] = {}
+        self._active: set[int] = set()
+
+    def _fail(self, what: str, node) -> RecipeError:
+        mark = getattr(node, "start_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        return RecipeError(f"{what}{line}", where=self._source,
+                           fix="Write the recipe as a plain, shallow YAML mapping.")
+
+    def _measure(self, node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise self._fail(f"nesting deeper than {MAX_DEPTH} levels", node)
+        key = id(node)
+        if key in self._sizes:
+            return self._sizes[key]
+        if key in self._active:
+            raise self._fail("a recursive alias (an anchor that contains itself)", node)
+        self._active.add(key)
+        n = 1
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                n += self._measure(k, depth + 1) + self._measure(v, depth + 1)
+                if n > MAX_NODES:
+                    break
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                n += self._measure(v, depth + 1)
+                if n > MAX_NODES:
+                    break
+        self._active.discard(key)
+        self._sizes[key] = n
+        if n > MAX_NODES:
+            raise self._fail(f"expands to more than {MAX_NODES} values (aliases counted at each use)",
+                             node)
+        return n
+
+    def compose_node(self, parent, index):
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH + 1:
+                raise self._fail(f"nesting deeper than {MAX_DEPTH} levels", self.peek_event())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            self._measure(node, 0)
+        return node
+
+
+def safe_load_bounded(text: str, *, source: str = "recipe") -> Any:
+    """``yaml.safe_load`` with the bounds of :class:`_BoundedLoader` (size, depth, aliases)."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"is {len(text)} characters, more than {MAX_RECIPE_BYTES}", where=source,
+                          fix="A recipe is a small YAML file; keep data in files it points to.")
+    loader = _BoundedLoader(text, source)
+    try:
+        return loader.get_single_data()
+    except RecursionError:
+        raise RecipeError("nesting too deep", where=source,
+                          fix="Write the recipe as a plain, shallow YAML mapping.") from None
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Safe-load a YAML mapping; errors name the file."""
+    """Safe-load a YAML mapping, bounded (size, depth, aliases, UTF-8); errors name the file."""
+    from .errors import InputFileError
+
     p = Path(path)
     if not p.is_file():
-        from .errors import InputFileError
-
         raise InputFileError("recipe file not found", where=str(p),
                              fix="Check the path (relative paths start from the current folder).")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        size = p.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"is {size} bytes, more than {MAX_RECIPE_BYTES}", where=str(p),
+                              fix="A recipe is a small YAML file; keep data in files it points to.")
+        with open(p, "rb") as f:
+            raw = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise InputFileError(f"cannot read ({exc.strerror or exc.__class__.__name__})", where=str(p),
+                             fix="Check the path and its permissions.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at byte offset {exc.start})",
+                          where=str(p), fix="Save the recipe as UTF-8.") from None
+    try:
+        data = safe_load_bounded(text, source=str(p))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

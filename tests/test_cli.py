@@ -101,7 +101,9 @@ def test_missing_input_file_named_in_recipe_exits_2(tmp_path, capsys):
     code, _, err = run_cli(["run", r, "--out", tmp_path / "o"], capsys)
     assert code == 2
     line = one_error_line(err)
-    assert f"{missing}: Parquet table not found" in line and "Check the path" in line
+    # the preflight names the key and the path, before the run folder exists
+    assert f"synthetic.sites_file {missing}: does not exist" in line and "Check the path" in line
+    assert not (tmp_path / "o").exists()
 
 
 def test_sites_file_with_no_site_on_land_exits_2(tmp_path, capsys):

@@ -115,7 +115,9 @@ def test_srdb_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| before_min_midyear | 4 |" in text and "kept 12 records with Rh_annual" in text
     assert len(read_table(out)) == 12
-    assert main(["sites", "srdb", str(FIXTURES / "srdb"), "--out", str(out), "--variable", "Rs"]) == 0
+    assert main(["sites", "srdb", str(FIXTURES / "srdb"), "--out", str(out), "--variable", "Rs"]) == 2
+    assert main(["sites", "srdb", str(FIXTURES / "srdb"), "--out", str(out), "--variable", "Rs",
+                 "--overwrite"]) == 0
 
 
 def test_srdb_cli_renamed_column_exits_2(tmp_path, capsys):

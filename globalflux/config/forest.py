@@ -15,7 +15,7 @@ class ForestConfig:
     n_estimators: int = option(100, doc="Trees per forest.", min=1, max=5000)
     corr_threshold: float = option(0.9, doc="Drop predictors correlated above |r| (Zhu et al. 2024).",
                                    min=0.0, max=1.0)
-    seed: int = option(0, doc="Random seed of the forests.")
+    seed: int = option(0, doc="Random seed of the forests.", min=0, max=2**32 - 1)
     max_features: float = option(1 / 3, doc="Share of predictors tried at each split "
                                  "(1/3: R randomForest's regression default).", min=0.01, max=1.0)
     min_samples_leaf: int = option(1, doc="Minimum rows per leaf.", min=1, max=1000)

@@ -37,7 +37,7 @@ class LSTMConfig:
         1, doc="Torch CPU threads while training and predicting; null: torch's default. 1 is "
         "fastest for this small network on a shared machine (OpenMP threads spin against other "
         "jobs: 16 ms vs 300 ms per batch measured on 2 busy cores).", min=1)
-    seed: int = option(0, doc="Random seed (weights, subsequence draws, dropout).")
+    seed: int = option(0, doc="Random seed (weights, subsequence draws, dropout).", min=0, max=2**32 - 1)
     target: Literal["Rs"] = option("Rs", doc="Modelled flux: Rs, soil CO2 efflux (g C m-2 d-1).")
     drivers: tuple[str, ...] = option(
         ("Ts", "SWC", "doy_sin", "doy_cos"),

@@ -14,10 +14,15 @@ class MappingConfig:
 
     n_workers: int = option(2, doc="Workers of the default LocalCluster.", min=1)
     threads_per_worker: int = option(1, doc="Threads per worker of the LocalCluster.", min=1)
-    memory_limit: str = option("2GiB", doc="Memory limit per LocalCluster worker.")
+    memory_limit: str = option("2GiB", doc="Memory limit per LocalCluster worker: a byte size "
+                               "(2GiB, 512MB) or 'auto'.")
     scheduler_timeout: float = option(
-        10.0, doc="Seconds to wait for an existing --scheduler before failing.", min=0.5, max=600.0
+        30.0, doc="Seconds to wait for an existing --scheduler (connect and handshake) before failing "
+        "(the CLI option --scheduler-timeout overrides it).", min=0.5, max=600.0
     )
+    dashboard_host: str = option(
+        "127.0.0.1", doc="Interface the LocalCluster's Dask dashboard listens on; 127.0.0.1 keeps it on "
+        "this machine. Set an IP address (or 0.0.0.0) only to share it on a trusted network.")
     max_graph_tasks: int = option(
         100_000, doc="Largest Dask graph submitted at once; more blocks go in batches.", min=100
     )

@@ -18,7 +18,7 @@ class SyntheticConfig:
     same settings always give the same world.
     """
 
-    seed: int = option(42, doc="Random seed; the same seed gives the same world.")
+    seed: int = option(42, doc="Random seed; the same seed gives the same world.", min=0, max=2**32 - 1)
     ny: int = option(256, doc="Rows of the 500 m grid.", min=16, max=20000)
     nx: int = option(256, doc="Columns of the 500 m grid.", min=16, max=20000)
     resolution: float = option(0.0045, doc="Pixel size in degrees (0.0045 deg is about 500 m).",

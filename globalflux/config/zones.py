@@ -15,7 +15,7 @@ class ZonesConfig:
                           min=1, max=20)
     variance: float = option(0.8, doc="Keep the fewest PCA components explaining at least this share.",
                              min=0.1, max=1.0)
-    seed: int = option(0, doc="Random seed of the particle swarm and k-means.")
+    seed: int = option(0, doc="Random seed of the particle swarm and k-means.", min=0, max=2**32 - 1)
     factors: tuple[str, ...] = option(
         (), doc="Zone factor names (columns of the training table / variables of the cube); "
         "empty: the workflow's default factors."

@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputFileError
+from .tables import read_csv_strict
 
 __all__ = ["SrdbTables", "read_srdb", "coordinate_site_id", "srdb_igbp", "EXCLUDED_QUALITY_FLAGS",
            "REQUIRED_COLUMNS"]
@@ -149,6 +150,7 @@ def read_srdb(
     methods: tuple[str, ...] = ("IRGA", "Gas chromatography"),
     exclude_manipulated: bool = True,
     quality_flags: tuple[str, ...] = EXCLUDED_QUALITY_FLAGS,
+    lenient: bool = False,
 ) -> SrdbTables:
     """Read ``srdb-data.csv`` and apply the RH-method filters (see the module docstring).
 
@@ -166,17 +168,17 @@ def read_srdb(
         Drop manipulated records.
     quality_flags
         Drop records carrying any of these ``Quality_flag`` codes.
+    lenient
+        False (default): a malformed CSV record (wrong field count, stray quote, file cut
+        mid-row) is an :class:`InputFileError` naming its line. True: such records are dropped
+        and counted as ``malformed_row`` in ``removed``.
 
     Returns
     -------
     SrdbTables
     """
     csv = _find_csv(Path(path))
-    try:
-        df = pd.read_csv(csv, encoding="latin-1", low_memory=False)
-    except Exception as exc:  # noqa: BLE001 - pandas raises many types on broken CSV
-        raise InputFileError(f"cannot read as CSV ({exc.__class__.__name__}: {exc})", where=str(csv),
-                             fix="Give an unmodified srdb-data.csv") from None
+    df, report = read_csv_strict(csv, lenient=lenient, encoding="latin-1", what="SRDB")
     needed = list(dict.fromkeys(list(REQUIRED_COLUMNS) + list(require)))
     missing = [c for c in needed if c not in df.columns]
     if missing:
@@ -187,8 +189,8 @@ def read_srdb(
     for c in _OPTIONAL:
         if c not in df.columns:
             df[c] = np.nan
-    n_read = len(df)
-    removed: list[tuple[str, int]] = []
+    n_read = report.n_records
+    removed: list[tuple[str, int]] = [("malformed_row", report.n_malformed)] if lenient else []
 
     def drop(mask: np.ndarray, reason: str) -> None:
         nonlocal df

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping
@@ -103,23 +104,135 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute
     return ds.to_zarr(path, mode=mode, consolidated=True, compute=compute, zarr_format=3)
 
 
-def open_dataset(path: str | Path, *, chunks: Any = "auto") -> xr.Dataset:
+def open_dataset(path: str | Path, *, chunks: Any = "auto", verify: bool = True) -> xr.Dataset:
     """Open a Zarr store lazily; a missing or unreadable store names the path.
 
-    A store still being written (no consolidated metadata yet) opens too; use
-    :func:`globalflux.query.open_map` to see only its completed blocks.
+    A store marked complete that carries a chunk inventory (``_globalflux/chunks.json``) is
+    checked first (``verify``): a missing or truncated chunk file is a :class:`StoreError`
+    naming the store and the chunk, instead of NaN where data were. A store still being written
+    (no consolidated metadata yet) opens too, logged as partial and with the attribute
+    ``globalflux_partial``; use :func:`globalflux.query.open_map` to see only its completed blocks.
     """
     path = Path(path)
     if not path.exists():
         raise InputFileError("store not found", where=str(path), fix="Check the path.")
+    if verify:
+        verify_chunks(path)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
             warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not")
-            return xr.open_zarr(path, chunks=chunks, consolidated=None)
+            ds = xr.open_zarr(path, chunks=chunks, consolidated=None)
     except Exception as exc:  # zarr raises many types for a broken store
         raise StoreError(f"cannot open as Zarr ({exc.__class__.__name__}: {exc})", where=str(path),
                          fix="Is it a Zarr store written by globalflux? Rewrite it if it is corrupt.") from None
+    header = read_manifest(path)
+    if header is not None and str(ds.attrs.get(COMPLETE_ATTR, "false")) != "true":
+        n_done = len(completed_blocks(path))
+        total = StoreLayout.from_json(header["layout"]).nblocks
+        ds.attrs["globalflux_partial"] = f"{n_done}/{total} blocks complete"
+        logging.getLogger("globalflux").warning(
+            "%s: store is partial (%d of %d blocks written); unwritten blocks read as fill values",
+            path, n_done, total)
+    return ds
+
+
+def find_bad_chunk(path: str | Path) -> str | None:
+    """The first chunk of the store that cannot be read and decoded (``VAR/c/i/j/k``), or None.
+
+    Used on the error path, after a read failed inside a codec, to name the damaged chunk.
+    """
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = zarr.open_group(str(path), mode="r")
+        for name, arr in g.arrays():
+            for idx in np.ndindex(*arr.cdata_shape):
+                try:
+                    arr.blocks[idx]
+                except Exception:  # noqa: BLE001 - any failure names this chunk
+                    return f"{name}/c/" + "/".join(str(i) for i in idx)
+    return None
+
+
+def decode_error(exc: BaseException, path: str | Path) -> StoreError | None:
+    """A :class:`StoreError` naming the store and chunk when ``exc`` came from a damaged chunk."""
+    text = f"{exc.__class__.__name__}: {exc}"
+    keys = ("blosc", "decompress", "codec", "zstd", "crc32", "checksum", "buffer", "decode")
+    if not any(k in text.lower() for k in keys):
+        return None
+    try:
+        chunk = find_bad_chunk(path)
+    except Exception:  # noqa: BLE001
+        chunk = None
+    what = f"chunk {chunk} cannot be decoded" if chunk else "a chunk cannot be decoded"
+    return StoreError(f"{what} ({text[:100]})", where=str(path),
+                      fix="The store is damaged: rewrite it (run again with --overwrite) or restore it "
+                      "from a copy.")
+
+
+CHUNKS_FILE = "chunks.json"
+_META_NAMES = {"zarr.json", ".zattrs", ".zgroup", ".zarray", ".zmetadata"}
+
+
+def _chunk_inventory(path: Path) -> dict[str, int]:
+    out = {}
+    for root, dirs, files in os.walk(path):
+        rel_root = Path(root).relative_to(path)
+        if rel_root.parts[:1] == (MANIFEST_DIR,):
+            dirs[:] = []
+            continue
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for f in files:
+            if f in _META_NAMES or f.startswith("."):
+                continue
+            out[(rel_root / f).as_posix()] = os.path.getsize(os.path.join(root, f))
+    return out
+
+
+def write_chunk_inventory(path: str | Path) -> Path:
+    """Record every chunk file of a finished store with its size (``_globalflux/chunks.json``)."""
+    path = Path(path)
+    d = _manifest_dir(path)
+    d.mkdir(parents=True, exist_ok=True)
+    target = d / CHUNKS_FILE
+    _atomic_write_text(target, json.dumps({"version": 1, "chunks": _chunk_inventory(path)}))
+    return target
+
+
+def verify_chunks(path: str | Path) -> int:
+    """Check the chunk files of a store against its inventory; returns how many were checked.
+
+    Raises
+    ------
+    StoreError
+        A chunk recorded when the store was finished is missing or has another size; the
+        message names the store and the chunk.
+    """
+    path = Path(path)
+    f = _manifest_dir(path) / CHUNKS_FILE
+    if not f.is_file():
+        return 0
+    try:
+        inv = json.loads(f.read_text(encoding="utf-8"))["chunks"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"chunk inventory unreadable ({exc.__class__.__name__})", where=str(f),
+                         fix="The store is damaged: rewrite it (run again with --overwrite).") from None
+    for rel, size in inv.items():
+        p = path / rel
+        try:
+            got = p.stat().st_size
+        except OSError:
+            raise StoreError(f"chunk {rel} is missing from a store marked complete", where=str(path),
+                             fix="The store is damaged: rewrite it (run again with --overwrite) or "
+                             "restore it from a copy.") from None
+        if got != int(size):
+            raise StoreError(f"chunk {rel} is {got} bytes, {int(size)} when written (truncated or "
+                             "replaced)", where=str(path),
+                             fix="The store is damaged: rewrite it (run again with --overwrite) or "
+                             "restore it from a copy.")
+    return len(inv)
 
 
 # ------------------------------------------------------------------------------ region writes
@@ -451,10 +564,12 @@ def finalize_store(path: str | Path, layout: StoreLayout,
         new[COMPLETE_ATTR] = "true"
         g.attrs.update(new)
         zarr.consolidate_metadata(str(path))
+    write_chunk_inventory(path)
     return path
 
 
-__all__ += ["record_blocks", "COMPLETE_ATTR", "FINGERPRINT_ATTR"]
+__all__ += ["record_blocks", "COMPLETE_ATTR", "FINGERPRINT_ATTR", "verify_chunks", "write_chunk_inventory",
+            "find_bad_chunk", "decode_error"]
 
 
 # ----------------------------------------------------------------- predictor cubes (cube issue)
@@ -498,6 +613,7 @@ def write_cube(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False,
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    write_chunk_inventory(partial)
     empty = [v for v, ok in zip(names, results[1:]) if not bool(ok)]
     if empty:
         shutil.rmtree(partial, ignore_errors=True)

@@ -8,6 +8,12 @@ Public API
     categoricals and time-zone-aware datetimes), the index and ``df.attrs`` survive.
 ``read_table(path)``
     Read it back: ``read_table(p)`` equals the frame given to ``write_table(df, p)``.
+``read_csv_strict(path, *, lenient=False, encoding="utf-8") -> (DataFrame, CsvReport)``
+    A CSV read that loses no row silently: records are counted by a strict CSV tokenizer before
+    pandas parses them; a record with the wrong number of fields, a quote left open (a stray
+    ``"`` that would swallow the rows after it), or a file cut mid-row is an
+    :class:`~globalflux.errors.InputFileError` naming the line; ``lenient=True`` drops such
+    records instead and counts them in the report. An empty or header-only file is an error.
 ``file_sha256(path)``
     Hex SHA-256 of a file (the key of cached conversions).
 ``ParquetCache(root)``
@@ -20,17 +26,21 @@ Public API
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from ..errors import InputFileError
 
-__all__ = ["write_table", "read_table", "file_sha256", "ParquetCache", "default_cache_dir"]
+__all__ = ["write_table", "read_table", "read_csv_strict", "CsvReport", "file_sha256", "ParquetCache",
+           "default_cache_dir"]
 
 log = logging.getLogger("globalflux.io.tables")
 
@@ -78,6 +88,119 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except Exception as exc:  # pyarrow raises several types for a broken file
         raise InputFileError(f"cannot read as Parquet ({exc.__class__.__name__}: {exc})",
                              where=str(path), fix="Rewrite the file; it is corrupt or not Parquet.") from None
+
+
+@dataclass(frozen=True)
+class CsvReport:
+    """Row accounting of :func:`read_csv_strict`.
+
+    Attributes
+    ----------
+    n_records
+        Data records found by the tokenizer (the header excluded).
+    n_malformed
+        Records dropped as malformed (only with ``lenient=True``).
+    malformed_lines
+        First physical line number (1-based, header = line 1) of each dropped record.
+    """
+
+    n_records: int
+    n_malformed: int = 0
+    malformed_lines: tuple[int, ...] = field(default_factory=tuple)
+
+
+def _problem(row: list[str], n: int) -> str | None:
+    if len(row) != n:
+        return f"has {len(row)} fields, the header has {n}"
+    wide = max(8, n // 4)
+    for value in row:
+        if ("\n" in value or "\r" in value) and any(
+            part.count(",") >= wide for part in value.splitlines()
+        ):
+            return "has a quote that is not closed on its line (a stray '\"' joins the rows after it)"
+    return None
+
+
+def read_csv_strict(path: str | Path, *, lenient: bool = False, encoding: str = "utf-8",
+                    what: str = "CSV") -> tuple[pd.DataFrame, CsvReport]:
+    """Read a CSV table, counting records before and after parsing; see the module docstring.
+
+    Parameters
+    ----------
+    path
+        The CSV file.
+    lenient
+        Drop malformed records (counted in the report) instead of failing.
+    encoding
+        Text encoding of the file (SRDB is latin-1).
+    what
+        Name of the table used in messages (e.g. ``"SRDB"``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"is not {encoding} text (byte offset {exc.start})", where=str(path),
+                             fix=f"Save the {what} table as {encoding}.") from None
+    except OSError as exc:
+        raise InputFileError(f"cannot read ({exc.strerror or exc.__class__.__name__})", where=str(path),
+                             fix="Check the path and its permissions.") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        header = []
+    except csv.Error as exc:
+        raise InputFileError(f"line 1: not a CSV header ({exc})", where=str(path),
+                             fix=f"Give an unmodified {what} table.") from None
+    if not header or not any(h.strip() for h in header):
+        raise InputFileError("is empty (no header)", where=str(path), fix=f"Give a {what} table with data rows.")
+    n = len(header)
+    good: list[list[str]] = []
+    bad: list[int] = []
+    line = reader.line_num
+    while True:
+        start = line + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a quote still open at the end of the file
+            problem = f"cannot be tokenized ({exc}); the file may be cut mid-row"
+            if not lenient:
+                raise InputFileError(f"line {start}: a record {problem}", where=str(path),
+                                     fix=f"Repair that line, or pass the lenient option to drop such "
+                                     f"records (they are counted).") from None
+            bad.append(start)
+            break
+        line = reader.line_num
+        if not row:  # a blank line
+            continue
+        problem = _problem(row, n)
+        if problem is not None:
+            if not lenient:
+                raise InputFileError(f"line {start}: the record {problem}", where=str(path),
+                                     fix="Repair that line, or pass the lenient option to drop such "
+                                     "records (they are counted).")
+            bad.append(start)
+            continue
+        good.append(row)
+    if not good:
+        raise InputFileError("has a header but no data rows" + (f" ({len(bad)} malformed)" if bad else ""),
+                             where=str(path), fix=f"Give a {what} table with data rows.")
+    if text and not text.endswith(("\n", "\r")):
+        log.warning("%s: the last line (%d) has no line end; if the file was cut, its last record "
+                    "may be incomplete", path, line)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(good)
+    buf.seek(0)
+    df = pd.read_csv(buf, low_memory=False)
+    if len(df) != len(good):  # pragma: no cover - the tokenizers disagree: never silently
+        raise InputFileError(f"{len(good)} records tokenized but {len(df)} parsed", where=str(path),
+                             fix="Report this file; it is read inconsistently.")
+    return df, CsvReport(n_records=len(good) + len(bad), n_malformed=len(bad), malformed_lines=tuple(bad))
 
 
 def file_sha256(path: str | Path, *, block: int = 1 << 20) -> str:

@@ -21,8 +21,18 @@ n_jobs=1, random_state=0)``
     smaller ones and ``compile=False`` with LightGBM's own ``Booster.predict``. The default
     bound of 127 leaves kept the pooled LOSO R2 within 0.006 of scikit-learn's default forest
     on the synthetic world (0.896 vs 0.901; 63 leaves: 0.892). The compiled model is not pickled: it is
-    rebuilt (or loaded from a per-machine cache keyed by the model's hash) on first use after
+    rebuilt (or loaded from the per-user verified cache, see below) on first use after
     unpickling, e.g. once per Dask worker.
+
+Compiled cache
+--------------
+Compiled forests are machine code: loading one runs it. They live in a per-user folder
+(:func:`compiled_cache_dir`, mode 0700, ``platformdirs`` user cache or ``$GLOBALFLUX_LLEAVES_CACHE``),
+keyed by the SHA-256 of the model text. The checksums of the model text and the object file are
+recorded when an entry is written and verified before it is loaded (:func:`verify_cache_entry`);
+an entry owned by someone else, writable by others, a symlink, or not matching its record is
+ignored and rebuilt. An unsafe cache folder (another owner, writable by others, below a
+world-writable folder without sticky bit) is never used.
 
 ``make_forest(engine, **params)``
     ``engine`` (the recipe key ``forest.engine``): ``"sklearn"`` (RandomForestRegressor),
@@ -53,7 +63,10 @@ lleaves: a LLVM-based compiler for LightGBM decision trees.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
+import stat
 import tempfile
 import threading
 from pathlib import Path
@@ -66,7 +79,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from ..errors import ModelError
 
 __all__ = ["FastForestRegressor", "make_forest", "select_num_leaves", "ENGINES",
-           "COMPILED_RTOL"]
+           "COMPILED_RTOL", "compiled_cache_dir", "verify_cache_entry"]
 
 ENGINES = ("sklearn", "lightgbm", "lleaves")
 #: documented agreement of lleaves with LightGBM's predict (relative to max(1, |y|))
@@ -75,33 +88,171 @@ COMPILED_RTOL = 1e-12
 _COMPILE_LOCK = threading.Lock()
 
 
-def _cache_dir() -> Path:
-    d = Path(os.environ.get("GLOBALFLUX_LLEAVES_CACHE", Path(tempfile.gettempdir()) /
-                            "globalflux-lleaves"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+CACHE_ENV = "GLOBALFLUX_LLEAVES_CACHE"
+log = logging.getLogger("globalflux")
+
+
+def _unsafe_reason(path: Path, *, own: bool = True) -> str | None:
+    """Why ``path`` (file or folder) must not be trusted, or None.
+
+    Unsafe: a symlink, owned by another user (``own``), writable by group or others.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return f"cannot stat ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if own and hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not by you"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def _ancestors_safe(path: Path) -> str | None:
+    """None when no ancestor of ``path`` lets others swap it (world-writable without sticky bit)."""
+    for parent in path.resolve().parents:
+        try:
+            st = os.stat(parent)
+        except OSError:
+            continue
+        if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+            return f"its parent {parent} is world-writable"
+    return None
+
+
+def compiled_cache_dir() -> Path:
+    """The per-user folder of compiled forests (mode 0700), created if needed.
+
+    ``$GLOBALFLUX_LLEAVES_CACHE`` if set, else ``platformdirs.user_cache_dir("globalflux")/lleaves``
+    (e.g. ``~/.cache/globalflux/lleaves``). A folder that is a symlink, owned by someone else,
+    writable by others, or below a world-writable (non-sticky) folder is not used: a fresh private
+    temporary folder (mode 0700) serves this process instead, and a warning says why.
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        d = Path(env)
+    else:
+        import platformdirs
+
+        d = Path(platformdirs.user_cache_dir("globalflux", appauthor=False)) / "lleaves"
+    try:
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.lstat(d)
+        if not stat.S_ISLNK(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) != 0o700:
+            os.chmod(d, 0o700)  # ours: keep it private
+        reason = _unsafe_reason(d) or _ancestors_safe(d)
+    except OSError as exc:
+        reason = f"cannot be created ({exc.strerror})"
+    if reason is None:
+        return d
+    private = _private_dir()
+    log.warning("compiled-forest cache %s %s; using the private folder %s for this process",
+                d, reason, private)
+    return private
+
+
+_PRIVATE: list[Path] = []
+
+
+def _private_dir() -> Path:
+    if not _PRIVATE:
+        _PRIVATE.append(Path(tempfile.mkdtemp(prefix="globalflux-lleaves-")))  # mode 0700
+    return _PRIVATE[0]
+
+
+def _cache_dir() -> Path:  # kept for callers of the old private name
+    return compiled_cache_dir()
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_cache_entry(d: Path, key: str) -> str | None:
+    """None when the cache entry ``key`` in ``d`` may be loaded; else why not.
+
+    An entry is ``KEY.txt`` (the model text), ``KEY.so`` (the compiled object) and ``KEY.json``
+    (their sha256, recorded when they were written). Each file must be a regular file owned by
+    you and not writable by others, and both checksums must match the record.
+    """
+    record = d / f"{key}.json"
+    files = {"txt": d / f"{key}.txt", "so": d / f"{key}.so"}
+    for p in (record, *files.values()):
+        if not p.exists() and not p.is_symlink():
+            return f"{p.name} is missing"
+        reason = _unsafe_reason(p)
+        if reason:
+            return f"{p.name} {reason}"
+    try:
+        meta = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"{record.name} is unreadable"
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        return f"{record.name} belongs to another model"
+    for kind, p in files.items():
+        if meta.get(f"{kind}_sha256") != _sha256_file(p):
+            return f"{p.name} does not match its recorded checksum"
+    return None
+
+
+def _discard(*paths: Path) -> None:
+    for p in paths:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. planted by another user in a folder we cannot clean
+            log.warning("cannot remove untrusted cache file %s (%s)", p, exc.strerror)
 
 
 def _compile(model_str: str) -> Any:
-    """lleaves-compile a LightGBM model text; cached on disk by its SHA-256 (per machine)."""
+    """lleaves-compile a LightGBM model text, through the per-user verified cache.
+
+    The key is the SHA-256 of the model text. A cached object is loaded only after
+    :func:`verify_cache_entry` passed; any other entry is discarded and rebuilt. A new entry is
+    compiled to a private temporary name, its checksum recorded, then published by rename.
+    """
     import lleaves
 
-    sha = hashlib.sha256(model_str.encode()).hexdigest()[:24]
-    d = _cache_dir()
-    txt = d / f"{sha}.txt"
-    so = d / f"{sha}.so"
+    key = hashlib.sha256(model_str.encode()).hexdigest()
+    d = compiled_cache_dir()
+    txt, so, record = d / f"{key}.txt", d / f"{key}.so", d / f"{key}.json"
     with _COMPILE_LOCK:
-        if not txt.is_file():
-            tmp = txt.with_name(f".{txt.name}.{os.getpid()}.tmp")
-            tmp.write_text(model_str, encoding="utf-8")
-            os.replace(tmp, txt)
-        model = lleaves.Model(model_file=str(txt))
-        if so.is_file():
+        why = verify_cache_entry(d, key)
+        if why is None:
+            model = lleaves.Model(model_file=str(txt))
             model.compile(cache=str(so))
-        else:  # compile to a private file, then publish it atomically (workers race here)
-            tmp_so = so.with_name(f".{so.stem}.{os.getpid()}.{threading.get_ident()}.so")
-            model.compile(cache=str(tmp_so))
+            return model
+        if any(p.exists() or p.is_symlink() for p in (txt, so, record)):
+            log.info("compiled-forest cache entry %s not used (%s); rebuilding", key[:12], why)
+            _discard(txt, so, record)
+        tag = f"{os.getpid()}.{threading.get_ident()}"
+        tmp_txt = d / f".{key}.{tag}.txt"
+        tmp_so = d / f".{key}.{tag}.so"
+        try:
+            fd = os.open(tmp_txt, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(model_str)
+            model = lleaves.Model(model_file=str(tmp_txt))
+            model.compile(cache=str(tmp_so))  # writes the object file (not there yet)
+            os.chmod(tmp_so, 0o600)
+            meta = {"key": key, "txt_sha256": _sha256_file(tmp_txt), "so_sha256": _sha256_file(tmp_so),
+                    "lleaves": getattr(lleaves, "__version__", "?")}
+            tmp_rec = d / f".{key}.{tag}.json"
+            fd = os.open(tmp_rec, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(meta, f)
+            os.replace(tmp_txt, txt)
             os.replace(tmp_so, so)
+            os.replace(tmp_rec, record)  # the record last: an entry without it is never loaded
+        finally:
+            _discard(*(p for p in (tmp_txt, tmp_so, d / f".{key}.{tag}.json") if p.exists()))
     return model
 
 

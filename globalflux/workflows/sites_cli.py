@@ -33,6 +33,20 @@ def _sibling(out: Path, suffix: str) -> Path:
     return out.with_name(name + suffix)
 
 
+def _check_outputs(args, suffixes: tuple[str, ...]) -> Path:
+    """Check --out and its sibling files before reading anything (existing ones need --overwrite)."""
+    from ..io.paths import check_output_file
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".parquet":
+        raise InputFileError(f"got {out.name!r}", where=f"--out {out}",
+                             fix="Give a file name ending in .parquet.")
+    overwrite = bool(getattr(args, "overwrite", False))
+    for p in (out, *(_sibling(out, s) for s in suffixes)):
+        check_output_file(p, what="--out", overwrite=overwrite)
+    return out
+
+
 def _print(text: str) -> None:
     sys.stdout.write(text.rstrip("\n") + "\n")
 
@@ -43,15 +57,17 @@ def cosore_main(args) -> int:
     from ..report import markdown_table
     from ..sites import cosore_tables
 
-    out = Path(args.out)
+    out = _check_outputs(args, (".sites.parquet", ".summary.csv", ".qc.csv"))
     variables = ("Rs", "Rh") if args.variable == "all" else (args.variable,)
     cache = getattr(args, "cache_dir", None)
     raw = read_cosore(args.path, cache_dir=cache)
     tabs = cosore_tables(raw, aggregation=args.aggregation, variables=variables, min_year=args.min_year)
     write_table(tabs.long, out)
     write_table(tabs.sites, _sibling(out, ".sites.parquet"))
-    tabs.summary.to_csv(_sibling(out, ".summary.csv"), index=False)
-    tabs.qc.to_csv(_sibling(out, ".qc.csv"), index=False)
+    from ..io.paths import atomic_write_text
+
+    atomic_write_text(_sibling(out, ".summary.csv"), tabs.summary.to_csv(index=False))
+    atomic_write_text(_sibling(out, ".qc.csv"), tabs.qc.to_csv(index=False))
 
     s = tabs.summary
     show = s[["dataset", "status", "days", "Rs_days", "Rh_days", "drivers", "swc_unit", "removed"]]
@@ -87,10 +103,11 @@ def srdb_main(args) -> int:
     from ..io.tables import write_table
     from ..report import markdown_table
 
-    out = Path(args.out)
+    out = _check_outputs(args, (".sites.parquet",))
     variable = getattr(args, "variable", None) or "Rh"
     require = (f"{variable}_annual",)
-    tabs = read_srdb(args.path, require=require, min_midyear=args.min_midyear)
+    tabs = read_srdb(args.path, require=require, min_midyear=args.min_midyear,
+                     lenient=bool(getattr(args, "lenient", False)))
     write_table(tabs.records, out)
     write_table(tabs.sites, _sibling(out, ".sites.parquet"))
     _print(markdown_table(tabs.removed))
