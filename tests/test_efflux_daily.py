@@ -1,0 +1,144 @@
+"""Daily efflux maps: the synthetic daily world, LSTM state carried across time chunks in the
+mapping path, and the efflux_daily_map workflow (reduced run, bad inputs)."""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from globalflux.errors import DataError, ModelError
+from globalflux.mapping import apply_lstm_to_cube, require_daily
+
+torch = pytest.importorskip("torch")
+from globalflux.models.lstm import LSTMRegressor  # noqa: E402  (after the torch check)
+
+
+# ---- the synthetic daily world ----------------------------------------------------------------
+def test_daily_world_is_seeded_labelled_and_holds_no_answer():
+    from globalflux.testing.daily import DAILY_DRIVERS, DAILY_STATICS, make_daily_world
+
+    w = make_daily_world(ny=24, nx=24, n_years=1, n_zones=2, n_sites=8, min_sites_per_zone=3,
+                         min_record_days=60)
+    w2 = make_daily_world(ny=24, nx=24, n_years=1, n_zones=2, n_sites=8, min_sites_per_zone=3,
+                          min_record_days=60)
+    xr.testing.assert_identical(w.cube, w2.cube)
+    assert w.cube.attrs["synthetic"] == "true" and w.truth.attrs["synthetic"] == "true"
+    assert "SYNTHETIC" in w.cube.attrs["comment"] and w.long.attrs["synthetic"] == "true"
+    assert set(DAILY_DRIVERS + DAILY_STATICS) <= set(w.cube.data_vars)
+    assert not {"efflux_true", "zone_true", "tsoil", "pulse"} & set(w.cube.variables)
+    assert w.cube.rio.crs.to_epsg() == 4326
+    require_daily(w.cube)  # daily, no missing day
+    assert w.cube["sin_doy"].dims == ("time",)
+    assert w.cube["lst"].attrs["units"] == "degC" and w.cube["precip"].attrs["units"] == "mm d-1"
+    # canonical long site table, observations equal the truth times log-normal noise
+    assert list(w.long.columns) == ["site_id", "lat", "lon", "igbp", "time", "variable", "value",
+                                    "units", "n"]
+    assert (w.long["variable"] == "Rs").all()
+    obs = w.long.merge(w.sites[["site_id", "iy", "ix"]], on="site_id")
+    it = pd.DatetimeIndex(w.truth["time"].values).get_indexer(pd.DatetimeIndex(obs["time"]))
+    true = w.truth["efflux_true"].values[it, obs["iy"], obs["ix"]]
+    ratio = np.log(obs["value"].to_numpy() / true)
+    assert abs(ratio.std() - w.config.noise_sd) < 0.02
+    # memory: rain after a dry spell raises the efflux (Birch pulse), by construction
+    assert float(w.truth["pulse"].max()) > 0.5
+
+
+# ---- LSTM state carried across time chunks --------------------------------------------------
+def _fitted():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3, 70, 2))
+    y = np.exp(0.3 * X[..., 0] + 0.2 * np.cumsum(X[..., 1], axis=1) / 10)
+    s = rng.uniform(size=(3, 1))
+    return LSTMRegressor(drivers=("a", "b"), statics=("s",), hidden_size=8, epochs=2, seq_len=10,
+                         batch_size=4, batches_per_epoch=3).fit(X, y, static=s)
+
+
+def _cube(nt=31, ny=5, nx=4, seed=1):
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(size=(ny, nx))
+    s[0, 0] = np.nan  # no static there: never predicted
+    return xr.Dataset(
+        {"a": (("time", "y", "x"), rng.normal(size=(nt, ny, nx)).astype("float32")),
+         "b": (("time",), rng.normal(size=nt).astype("float32")),  # a (time,) driver broadcasts
+         "s": (("y", "x"), s)},
+        coords={"time": pd.date_range("2021-03-01", periods=nt),
+                "y": 45.0 - np.arange(ny) * 0.01, "x": 10.0 + np.arange(nx) * 0.01})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return _fitted()
+
+
+def _eager(model, ds):
+    nt, ny, nx = ds.sizes["time"], ds.sizes["y"], ds.sizes["x"]
+    dyn = np.stack([ds["a"].values, np.broadcast_to(ds["b"].values[:, None, None], (nt, ny, nx))],
+                   -1).reshape(nt, ny * nx, 2).transpose(1, 0, 2)
+    return model.predict(dyn, static=ds["s"].values.reshape(-1, 1)).T.reshape(nt, ny, nx)
+
+
+def test_property_time_chunking_never_changes_a_value(fitted):
+    """Any time chunking (and spatial chunking) gives the values of the whole series run at
+    once: bit for bit against one time chunk on the same spatial blocks, and to float32
+    rounding against the eager whole-series predict()."""
+    ds0 = _cube()
+    ref_eager = _eager(fitted, ds0)
+    assert np.isnan(ref_eager[:, 0, 0]).all()
+
+    @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(tc=st.integers(1, 40), cy=st.integers(1, 5), cx=st.integers(1, 4),
+           bp=st.integers(1, 25))
+    def check(tc, cy, cx, bp):
+        ds = ds0.chunk({"y": cy, "x": cx})
+        whole = apply_lstm_to_cube(fitted, ds, ["a", "b"], ["s"], time_chunk=ds.sizes["time"],
+                                   batch_pixels=bp).compute(scheduler="sync").values
+        out = apply_lstm_to_cube(fitted, ds, ["a", "b"], ["s"], time_chunk=tc, batch_pixels=bp)
+        assert out.chunks[0][0] == min(tc, ds.sizes["time"])
+        got = out.compute(scheduler="sync").values
+        np.testing.assert_array_equal(got, whole)  # exactly, NaN in the same places
+        np.testing.assert_allclose(got, ref_eager, rtol=1e-5, atol=1e-6)
+
+    check()
+
+
+def _raise_if_computed(*args, **kwargs):
+    raise AssertionError("something was computed while building the graph")
+
+
+def test_building_the_lstm_map_graph_computes_nothing(fitted):
+    ds = _cube(nt=40).chunk({"time": 10, "y": 2, "x": 2})
+    mask = xr.DataArray(np.ones((5, 4), bool), dims=("y", "x"), coords={"y": ds.y, "x": ds.x})
+    with dask.config.set(scheduler=_raise_if_computed):
+        out = apply_lstm_to_cube(fitted, ds, ["a", "b"], ["s"], mask=mask, time_chunk=7)
+    assert out.dtype == np.float32 and out.dims == ("time", "y", "x")
+    assert out.chunks == ((7,) * 5 + (5,), (2, 2, 1), (2, 2))
+    # the weights are one key of the graph, shared by every task
+    from globalflux.models.lstm import LSTMWeights
+
+    graph = dict(out.data.__dask_graph__())
+    holders = [k for k, v in graph.items()
+               if isinstance(v, LSTMWeights) or isinstance(getattr(v, "value", None), LSTMWeights)]
+    assert len(holders) == 1
+    # a chain per spatial block: 3 x 2 blocks x 6 time chunks, each with step/output/state
+    steps = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("lstm-step-")]
+    assert len(steps) == 6 * 6
+
+
+def test_lstm_map_bad_inputs_are_named(fitted):
+    ds = _cube()
+    with pytest.raises(DataError, match=r"cube: the driver cube lacks variable\(s\) \['nope'\]"):
+        apply_lstm_to_cube(fitted, ds, ["a", "nope"], ["s"])
+    with pytest.raises(ModelError, match="the model takes 2 and 1"):
+        apply_lstm_to_cube(fitted, ds, ["a"], ["s"])
+    two_daily = ds.assign_coords(time=pd.date_range("2021-03-01", periods=ds.sizes["time"],
+                                                    freq="2D"))
+    with pytest.raises(DataError, match="time step is not daily: 2 days between 2021-03-01"):
+        apply_lstm_to_cube(fitted, two_daily, ["a", "b"], ["s"])
+    gap = ds.drop_sel(time=ds["time"].values[5])
+    with pytest.raises(DataError, match=r"\(1 of 29 steps are not 1 day\)"):
+        require_daily(gap, where="map cube")
