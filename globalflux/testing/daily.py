@@ -65,6 +65,8 @@ __all__ = [
     "DAILY_STATICS",
     "DAILY_ZONES",
     "EFFLUX_UNITS",
+    "distance_to_sites_km",
+    "score_map",
 ]
 
 #: Daily drivers of the cube (``sin_doy`` is 1-D over time and broadcasts).
@@ -400,3 +402,59 @@ def _sample_sites(rng, cfg: DailyWorldConfig, grid: GridSpec, zone, land, rs, da
     })
     sites.attrs.update(synthetic_attrs())
     return sites, long
+
+
+# ----------------------------------------------------------------------------- answer-key scoring
+
+
+def distance_to_sites_km(grid_like: xr.Dataset | xr.DataArray, rows: np.ndarray,
+                         cols: np.ndarray) -> xr.DataArray:
+    """Distance (km) from every pixel centre to the nearest of the given site pixels.
+
+    Uses the local metric of the region's mid latitude (a 500 m world spans a few dozen km):
+    ``dy = 111.32 km * resolution``, ``dx = dy * cos(latitude)``, exact Euclidean distance
+    transform over the pixel grid (:func:`scipy.ndimage.distance_transform_edt`).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    y = np.asarray(grid_like["y"].values, dtype=float)
+    x = np.asarray(grid_like["x"].values, dtype=float)
+    res_y = abs(float(y[1] - y[0])) if y.size > 1 else 0.0045
+    res_x = abs(float(x[1] - x[0])) if x.size > 1 else res_y
+    dy = 111.32 * res_y
+    dx = 111.32 * res_x * np.cos(np.deg2rad(float(y.mean())))
+    free = np.ones((y.size, x.size), dtype=bool)
+    free[np.asarray(rows, int), np.asarray(cols, int)] = False
+    dist = distance_transform_edt(free, sampling=(dy, dx))
+    return xr.DataArray(dist.astype("float32"), dims=("y", "x"),
+                        coords={"y": grid_like["y"], "x": grid_like["x"]},
+                        name="distance_to_sites", attrs={"units": "km",
+                                                         "long_name": "distance to nearest site"})
+
+
+def score_map(pred: xr.DataArray, truth: xr.DataArray, land: xr.DataArray,
+              distance_km: xr.DataArray, far_km: float) -> pd.DataFrame:
+    """Score a (time, y, x) map against the true (time, y, x) field over pixel groups.
+
+    Rows ``all_land_pixels``, ``pixels_far_from_sites`` (distance >= ``far_km``) and
+    ``pixels_near_sites``; columns ``region, pixels, min_km, max_km`` and
+    :func:`globalflux.metrics.summary` (``n, r2, rmse, bias, nse, kge, r``) over every
+    (day, pixel) pair of the group.
+    """
+    from ..metrics import summary
+
+    p = np.asarray(pred.transpose("time", "y", "x").values, dtype="float64")
+    t = np.asarray(truth.transpose("time", "y", "x").values, dtype="float64")
+    lm = np.asarray(land.values, dtype=bool)
+    d = np.asarray(distance_km.values, dtype="float64")
+    rows = []
+    for region, sel in (("all_land_pixels", lm), ("pixels_far_from_sites", lm & (d >= far_km)),
+                        ("pixels_near_sites", lm & (d < far_km))):
+        row: dict[str, Any] = {"region": region, "pixels": int(sel.sum()),
+                               "min_km": float(d[sel].min()) if sel.any() else float("nan"),
+                               "max_km": float(d[sel].max()) if sel.any() else float("nan")}
+        row.update(summary(t[:, sel].ravel(), p[:, sel].ravel()) if sel.any() else {"n": 0})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs.update(synthetic_attrs())
+    return out
