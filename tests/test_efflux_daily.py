@@ -142,3 +142,110 @@ def test_lstm_map_bad_inputs_are_named(fitted):
     gap = ds.drop_sel(time=ds["time"].values[5])
     with pytest.raises(DataError, match=r"\(1 of 29 steps are not 1 day\)"):
         require_daily(gap, where="map cube")
+
+
+# ---- the workflow end to end (reduced) ------------------------------------------------------
+from pathlib import Path  # noqa: E402
+
+from globalflux.cli import main  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "demo_efflux.yaml"
+
+# a 32 x 32 world, one year, a tiny LSTM trained for a few batches, one Dask worker
+SMALL = [
+    "daily_world.ny=32", "daily_world.nx=32", "daily_world.n_years=1", "daily_world.n_zones=2",
+    "daily_world.n_sites=10", "daily_world.min_sites_per_zone=4",
+    "daily_world.min_record_days=120", "lstm.hidden_size=8", "lstm.epochs=2",
+    "lstm.batches_per_epoch=4", "lstm.batch_size=16", "efflux_map.time_chunk=100",
+    "efflux_map.chunk_y=16", "efflux_map.chunk_x=32", "efflux_map.far_km=1.5",
+    "mapping.n_workers=1", "report.dpi=40",
+]
+
+
+def run_efflux(out: Path, overrides=(), extra=()) -> int:
+    args = ["run", str(RECIPE), "--out", str(out)]
+    for o in overrides:
+        args += ["--set", o]
+    return main(args + list(extra))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("efflux") / "out"
+    assert run_efflux(out, SMALL) == 0
+    return out
+
+
+def test_reduced_run_writes_a_daily_map_with_units_crs_and_provenance(small_run):
+    out = small_run
+    for rel in ("recipe.yaml", "log.txt", "report.md", "model/weights.pt", "model/config.json",
+                "maps/drivers.zarr", "maps/efflux.zarr", "maps/stac/collection.json",
+                "metrics/map_vs_truth.csv", "metrics/lstm_sites.csv", "metrics/lstm_summary.csv",
+                "metrics/timings.csv", "figures/efflux_truth_vs_map.png"):
+        assert (out / rel).exists(), rel
+    ds = xr.open_zarr(out / "maps" / "efflux.zarr")  # plain xarray
+    eff = ds["efflux"]
+    assert eff.dims == ("time", "y", "x") and eff.sizes == {"time": 366, "y": 32, "x": 32}
+    t = pd.DatetimeIndex(ds["time"].values)
+    assert (np.diff(t.values).astype("timedelta64[D]").astype(int) == 1).all()  # daily axis
+    assert eff.attrs["units"] == "g C m-2 d-1" and eff.attrs["standard_name"]
+    assert ds.attrs["synthetic"] == "true" and "model_sha256" in ds.attrs
+    assert "spatial_ref" in ds.coords and "4326" in ds["spatial_ref"].attrs["crs_wkt"]
+    land = ds["land_mask"].values.astype(bool)
+    vals = eff.values
+    assert np.isfinite(vals[:, land]).all() and np.isnan(vals[:, ~land]).all()
+    # monthly COGs (the recipe's cadence), tagged SYNTHETIC, listed in the STAC collection
+    cogs = sorted((out / "maps" / "cog").glob("efflux_monthly_*.tif"))
+    assert len(cogs) == 12
+    from globalflux.io.cog import cog_tags
+
+    assert cog_tags(cogs[0]).get("synthetic") == "true"
+    from globalflux.io.catalog import load_items
+
+    assert len(load_items(out / "maps" / "stac" / "collection.json")) == 12
+    # the model is the estimator's checkpoint: weights loaded without unpickling
+    from globalflux.models.lstm import LSTMRegressor
+
+    m = LSTMRegressor.load(out / "model")
+    assert list(m.drivers) == ["lst", "sm", "precip", "lai", "sin_doy"]
+
+
+def test_reduced_run_scores_map_and_sites(small_run):
+    mvt = pd.read_csv(small_run / "metrics" / "map_vs_truth.csv").set_index("region")
+    assert list(mvt.index) == ["all_land_pixels", "pixels_far_from_sites", "pixels_near_sites"]
+    far = mvt.loc["pixels_far_from_sites"]
+    assert far["pixels"] > 0 and far["min_km"] >= 1.5 and np.isfinite(far["r2"])
+    assert mvt.loc["all_land_pixels", "pixels"] == (
+        far["pixels"] + mvt.loc["pixels_near_sites", "pixels"])
+    sites = pd.read_csv(small_run / "metrics" / "lstm_sites.csv")
+    assert set(sites["split"]) == {"temporal", "holdout"}
+    assert (sites["split"] == "holdout").sum() == 2  # round(0.2 * 10)
+    report = (small_run / "report.md").read_text()
+    assert "SYNTHETIC" in report and "pixels_far_from_sites" in report
+
+
+def test_bad_driver_name_exits_2_naming_it(tmp_path, capsys):
+    out = tmp_path / "o"
+    code = run_efflux(out, SMALL + ["lstm.drivers=[lst,Ts]"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "lstm.drivers" in err and "['Ts'] not in the driver cube" in err
+    assert not (out / "maps").exists()
+
+
+def test_non_daily_map_cube_exits_2_naming_it(tmp_path, capsys):
+    from globalflux.io.store import write_dataset
+    from globalflux.testing.daily import make_daily_world
+
+    w = make_daily_world(ny=24, nx=24, n_years=1, n_zones=2, n_sites=8, min_sites_per_zone=3,
+                         min_record_days=60)
+    weekly = w.cube.isel(time=slice(0, None, 7))
+    write_dataset(weekly, tmp_path / "weekly.zarr")
+    out = tmp_path / "o"
+    code = run_efflux(out, SMALL + [f"efflux_map.map_cube={tmp_path / 'weekly.zarr'}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"efflux_map.map_cube {tmp_path / 'weekly.zarr'}" in err
+    assert "time step is not daily: 7 days" in err
+    assert not (out / "maps").exists() and not (out / "model").exists()
