@@ -85,7 +85,25 @@ class EffluxMapConfig:
     far_km: float = option(
         5.0, doc="Pixels at least this far (km) from every training site form the map score "
         "row pixels_far_from_sites.", min=0.0, units="km")
+    driver_cube: str | None = option(
+        None, doc="Real inputs: a daily driver cube (Zarr, dims time/y/x, e.g. written by the "
+        "stac_cube workflow with cube.temporal: daily) holding lstm.drivers and lstm.statics. "
+        "Sites' drivers are extracted from it and it is mapped; daily_world is then not used. "
+        "Needs sites_file.")
+    sites_file: str | None = option(
+        None, doc="Real inputs: the canonical long site table (Parquet, e.g. from `globalflux "
+        "sites cosore PATH --variable Rs --aggregation daily`): site_id, lat, lon, igbp, time, "
+        "variable, value, units; rows of variable lstm.target are used.")
     map_cube: str | None = option(
         None, doc="Optional driver cube (Zarr, dims time/y/x, daily, the lstm.drivers and "
         "lstm.statics) to map with the trained model instead of the world's own cube, e.g. "
         "another region or year. It has no answer key, so map_vs_truth is not written for it.")
+
+    def validate(self, *, path: str = "", source: str | None = None) -> None:
+        where = f"{source}: {path}" if source else (path or "efflux_map")
+        if bool(self.driver_cube) != bool(self.sites_file):
+            given, other = (("driver_cube", "sites_file") if self.driver_cube
+                            else ("sites_file", "driver_cube"))
+            raise RecipeError(f"{given} is set but {other} is not", where=f"{where}.{other}",
+                              fix="Real inputs need both: the daily driver cube and the site "
+                              "table (or neither, for the synthetic daily world).")

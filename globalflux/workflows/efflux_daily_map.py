@@ -38,7 +38,8 @@ import xarray as xr
 
 from ..errors import DataError
 
-__all__ = ["SECTIONS", "run", "site_driver_dataset", "persist_model", "split_sites"]
+__all__ = ["SECTIONS", "run", "site_driver_dataset", "persist_model", "split_sites",
+           "read_site_table"]
 
 SECTIONS = ("daily_world", "lstm", "efflux_map", "mapping")
 
@@ -121,6 +122,62 @@ def _check_inputs(cube: xr.Dataset, drivers: list[str], statics: list[str], wher
                         fix="Move daily variables to lstm.drivers.")
 
 
+def read_site_table(path: str, target: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(long table of ``target``, one row per site) from a canonical long site table."""
+    from ..io.tables import read_table
+
+    long = read_table(path)
+    need = ["site_id", "lat", "lon", "time", "variable", "value"]
+    missing = [c for c in need if c not in long.columns]
+    if missing:
+        raise DataError(f"the site table lacks columns {missing}",
+                        where=f"efflux_map.sites_file {path}",
+                        fix="Give the canonical long table (globalflux sites cosore ... --out F).")
+    long = long[long["variable"].astype(str) == target].copy()
+    if long.empty:
+        raise DataError(f"no {target} rows in the site table", where=f"efflux_map.sites_file {path}",
+                        fix=f"Write it with --variable {target} (and --aggregation daily).")
+    long["site_id"] = long["site_id"].astype(str)
+    cols = [c for c in ("lat", "lon", "igbp") if c in long.columns]
+    sites = long.groupby("site_id", sort=True)[cols].first().reset_index()
+    return long, sites
+
+
+def _enough_data(ds: xr.Dataset, cfg_l, where: str) -> xr.Dataset:
+    """Sites with at least ``lstm.min_days`` (and ``seq_len``) observed days in the cube."""
+    need = max(int(cfg_l.min_days), int(cfg_l.seq_len))
+    n = np.isfinite(ds[cfg_l.target]).sum("time").values
+    keep = [str(s) for s, k in zip(ds["site"].values, n) if k >= need]
+    dropped = [f"{s} ({int(k)} days)" for s, k in zip(ds["site"].values, n) if k < need]
+    if dropped:
+        log.info("%d site(s) have fewer than %d observed days inside the cube's time axis and "
+                 "are not used: %s", len(dropped), need, ", ".join(dropped))
+    if not keep:
+        raise DataError(f"no site has {need} observed {cfg_l.target} days inside the driver "
+                        "cube's time axis", where=where,
+                        fix="Build the cube over the years the sites measured, or lower "
+                        "lstm.min_days.")
+    return ds.sel(site=keep)
+
+
+def _valid_pixels(cube: xr.Dataset, drivers: list[str], statics: list[str]) -> xr.DataArray:
+    """Pixels to map (lazy): the cube's ``land_mask`` when it has one, else pixels where every
+    static and the first spatial driver are finite on some day."""
+    if "land_mask" in cube:
+        return cube["land_mask"].astype(bool)
+    ok = None
+    for v in statics:
+        f = np.isfinite(cube[v])
+        ok = f if ok is None else ok & f
+    spatial = [v for v in drivers if {"y", "x"} <= set(cube[v].dims)]
+    if spatial:
+        f = np.isfinite(cube[spatial[0]]).any("time")
+        ok = f if ok is None else ok & f
+    if ok is None:
+        ok = xr.ones_like(cube["x"] * cube["y"], dtype=bool)
+    return ok.rename("land_mask")
+
+
 def _open_store(path: Path) -> xr.Dataset:
     import rioxarray  # noqa: F401  (registers .rio)
 
@@ -160,40 +217,51 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
         return ctx.step(what)
 
     # ---- preflight: every input named before anything heavy runs ------------------------------
-    known = list(DAILY_DRIVERS) + list(DAILY_STATICS)
-    for key, names in (("lstm.drivers", drivers), ("lstm.statics", statics)):
-        missing = [v for v in names if v not in known]
-        if missing:
-            raise DataError(f"{key} {missing} not in the driver cube", where=key,
-                            fix=f"The synthetic daily cube has {known}.")
+    real = bool(cfg_m.driver_cube)
+    if not real:
+        known = list(DAILY_DRIVERS) + list(DAILY_STATICS)
+        for key, names in (("lstm.drivers", drivers), ("lstm.statics", statics)):
+            missing = [v for v in names if v not in known]
+            if missing:
+                raise DataError(f"{key} {missing} not in the driver cube", where=key,
+                                fix=f"The synthetic daily cube has {known}.")
     other = None
     if cfg_m.map_cube:
-        where = f"efflux_map.map_cube {cfg_m.map_cube}"
         other = _open_store(Path(cfg_m.map_cube))
         _check_inputs(other, drivers, statics, f" {cfg_m.map_cube}")
-        require_daily(other, where=where)
+        require_daily(other, where=f"efflux_map.map_cube {cfg_m.map_cube}")
 
-    attrs = provenance_attrs(recipe=recipe, synthetic=True)
-    with step("build the SYNTHETIC daily world"):
-        world = make_daily_world(cfg_w)
-        land = world.cube["land_mask"]
-        log.info("daily world: %dx%d pixels (%d land), %d days, %d sites, %d observations",
-                 cfg_w.ny, cfg_w.nx, int(land.sum()), world.cube.sizes["time"], len(world.sites),
-                 len(world.long))
-
-    with step("write the driver cube (Zarr)"):
-        chunks = {"time": cfg_m.time_chunk, "y": cfg_m.chunk_y, "x": cfg_m.chunk_x}
-        src = world.cube.chunk({d: c for d, c in chunks.items() if d in world.cube.dims})
-        cube_path = map_to_store(None, {n: src[n] for n in src.data_vars},
-                                 ctx.maps / "drivers.zarr",
-                                 attrs=dict(attrs, title="SYNTHETIC daily driver cube"),
-                                 resume=ctx.resume, progress=False)
-        cube = _open_store(cube_path)
-        _check_inputs(cube, drivers, statics, "")
-        require_daily(cube, where=str(cube_path))
+    attrs = provenance_attrs(recipe=recipe, synthetic=not real)
+    world = None
+    if real:
+        with step("open the daily driver cube and the site table"):
+            cube = _open_store(Path(cfg_m.driver_cube))
+            _check_inputs(cube, drivers, statics, f" {cfg_m.driver_cube}")
+            require_daily(cube, where=f"efflux_map.driver_cube {cfg_m.driver_cube}")
+            long, sites = read_site_table(cfg_m.sites_file, cfg_l.target)
+            land = _valid_pixels(cube, drivers, statics)
+    else:
+        with step("build the SYNTHETIC daily world"):
+            world = make_daily_world(cfg_w)
+            land = world.cube["land_mask"]
+            long, sites = world.long, world.sites
+            log.info("daily world: %dx%d pixels (%d land), %d days, %d sites, %d observations",
+                     cfg_w.ny, cfg_w.nx, int(land.sum()), world.cube.sizes["time"],
+                     len(world.sites), len(world.long))
+        with step("write the driver cube (Zarr)"):
+            chunks = {"time": cfg_m.time_chunk, "y": cfg_m.chunk_y, "x": cfg_m.chunk_x}
+            src = world.cube.chunk({d: c for d, c in chunks.items() if d in world.cube.dims})
+            cube_path = map_to_store(None, {n: src[n] for n in src.data_vars},
+                                     ctx.maps / "drivers.zarr",
+                                     attrs=dict(attrs, title="SYNTHETIC daily driver cube"),
+                                     resume=ctx.resume, progress=False)
+            cube = _open_store(cube_path)
+            _check_inputs(cube, drivers, statics, "")
 
     with step("extract the sites' drivers from the cube"):
-        ds = site_driver_dataset(cube, world.sites, world.long, drivers, statics, cfg_l.target)
+        ds = site_driver_dataset(cube, sites, long, drivers, statics, cfg_l.target)
+        if real:
+            ds = _enough_data(ds, cfg_l, where=f"efflux_map.sites_file {cfg_m.sites_file}")
         ids = [str(s) for s in ds["site"].values]
         train_ids, hold_ids = split_sites(ids, cfg_m.holdout_fraction, cfg_l.seed)
         y = ds[cfg_l.target].values
@@ -229,9 +297,9 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
         for i, sid in enumerate(ids):
             held = sid in hold_ids
             row: dict[str, Any] = {"site_id": sid, "split": "holdout" if held else "temporal",
-                                   "zone_true": int(world.sites.set_index("site_id")
-                                                    .loc[sid, "zone_true"]),
                                    "n_obs": int(np.isfinite(y[i]).sum())}
+            if world is not None:
+                row["zone_true"] = int(world.sites.set_index("site_id").loc[sid, "zone_true"])
             if held:
                 row.update({"nse": nse(y[i], pred[i]), "kge": kge(y[i], pred[i]),
                             "r": pearson_r(y[i], pred[i])})
@@ -249,24 +317,23 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
             f"{r.split}: NSE {r.nse:.3f}, KGE {r.kge:.3f} ({r.sites} sites)"
             for r in summ.itertuples()))
 
-    map_attrs = provenance_attrs(recipe=recipe, synthetic=True,
+    map_attrs = provenance_attrs(recipe=recipe, synthetic=not real,
                                  inputs={"model/weights.pt": f"sha256:{model_sha}"})
-    map_attrs["title"] = "SYNTHETIC daily soil CO2 efflux (LSTM)"
+    map_attrs["title"] = ("daily soil CO2 efflux (LSTM)" if real
+                          else "SYNTHETIC daily soil CO2 efflux (LSTM)")
     map_attrs["model_sha256"] = model_sha
     target_cube = cube if other is None else other
     with step("map daily efflux with Dask into Zarr (state carried across time chunks)"):
         mcube = target_cube
-        mland = (mcube["land_mask"].astype(bool) if "land_mask" in mcube
-                 else np.isfinite(mcube[statics[0]]) if statics else None)
+        mland = land.astype(bool) if other is None else _valid_pixels(other, drivers, statics)
         eff = apply_lstm_to_cube(model.weights(), mcube, drivers, statics, mask=mland,
                                  time_chunk=cfg_m.time_chunk, name="efflux")
-        eff.attrs.update(units=EFFLUX_UNITS, long_name="soil CO2 efflux (LSTM, SYNTHETIC)",
+        eff.attrs.update(units=EFFLUX_UNITS,
+                         long_name="soil CO2 efflux (LSTM)" + ("" if real else ", SYNTHETIC"),
                          standard_name="soil_respiration_carbon_flux",
                          cell_methods="time: mean (daily)")
-        pieces = {"efflux": eff}
-        if mland is not None:
-            pieces["land_mask"] = mland.assign_attrs(long_name="land (true) or sea (false)",
-                                                     units="1")
+        pieces = {"efflux": eff, "land_mask": mland.assign_attrs(
+            long_name="pixels mapped (land with inputs)", units="1")}
         client = ctx.client()
         with client.as_current():
             eff_path = map_to_store(client, pieces, ctx.maps / "efflux.zarr", attrs=map_attrs,
@@ -286,7 +353,7 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
             if cfg_m.cog_every == "month":
                 da = da.resample(time="1MS").mean(skipna=False).assign_attrs(
                     units=EFFLUX_UNITS, long_name="monthly mean of the daily soil CO2 efflux "
-                    "(LSTM, SYNTHETIC)")
+                    "(LSTM)" + ("" if real else ", SYNTHETIC"))
                 prefix = "efflux_monthly"
             da = da.rio.write_crs(store.rio.crs)
             cog_paths = list(write_cogs(da, ctx.cogs, prefix=prefix, nodata=np.nan, tags=tags,
@@ -295,36 +362,44 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
             with step("STAC collection"):
                 from ..io.catalog import write_catalog
 
+                label = "" if real else "SYNTHETIC "
                 write_catalog(cog_paths, ctx.maps / "stac", collection_id=f"{recipe.name}-efflux",
-                              title=f"SYNTHETIC {recipe.name}: daily soil CO2 efflux",
-                              description="Daily soil CO2 efflux from one LSTM on the SYNTHETIC "
-                              "daily world (globalflux.testing.daily); not the real world.",
-                              store=eff_path, keywords=("soil respiration", "LSTM", "synthetic"),
-                              synthetic=True)
+                              title=f"{label}{recipe.name}: daily soil CO2 efflux",
+                              description=("Daily soil CO2 efflux from one LSTM trained on sites "
+                                           "with drivers extracted from the mapped cube." if real
+                                           else "Daily soil CO2 efflux from one LSTM on the "
+                                           "SYNTHETIC daily world (globalflux.testing.daily); "
+                                           "not the real world."),
+                              store=eff_path, keywords=("soil respiration", "LSTM")
+                              + (() if real else ("synthetic",)), synthetic=not real)
 
     map_skill = None
     consistency = float("nan")
-    if other is None:
+    if world is not None and other is None:
         with step("map against the truth, far from every training site"):
             trow = world.sites.set_index("site_id").loc[train_ids]
             dist = distance_to_sites_km(store, trow["iy"].to_numpy(), trow["ix"].to_numpy())
             mapped = store["efflux"].load()
             map_skill = score_map(mapped, world.truth["efflux_true"], land, dist, cfg_m.far_km)
             map_skill.to_csv(ctx.metrics / "map_vs_truth.csv", index=False)
-            # one mapping path: the map at a site's pixel is that site's own prediction
-            srow = world.sites.set_index("site_id").loc[ids]
-            at_sites = mapped.values[:, srow["iy"].to_numpy(), srow["ix"].to_numpy()].T
-            consistency = float(np.nanmax(np.abs(at_sites - pred)))
-            log.info("map vs truth: %s; max |map - site prediction| at the sites %.2e", "; ".join(
-                f"{r.region}: r2 {r.r2:.3f} ({r.pixels} px)" for r in map_skill.itertuples()),
-                consistency)
+            log.info("map vs truth: %s", "; ".join(
+                f"{r.region}: r2 {r.r2:.3f} ({r.pixels} px)" for r in map_skill.itertuples()))
+    if other is None:
+        # one mapping path: the map at a site's pixel is that site's own prediction
+        from ..extract import pixel_index
+
+        srow = sites.assign(site_id=sites["site_id"].astype(str)).set_index("site_id").loc[ids]
+        r_, c_ = pixel_index(store, srow["lon"].to_numpy(), srow["lat"].to_numpy(), ids)
+        at_sites = store["efflux"].values[:, r_, c_].T
+        consistency = float(np.nanmax(np.abs(at_sites - pred)))
+        log.info("max |map - site prediction| at the %d sites: %.2e", len(ids), consistency)
 
     timings.append(("end", time.perf_counter()))
     tt = pd.DataFrame([(a[0], b[1] - a[1]) for a, b in zip(timings[:-1], timings[1:])],
                       columns=["step", "seconds"])
     with ctx.step("figures and report"):
-        figs = _figures(ctx, recipe, world, store, map_skill, dist if other is None else None)
-        _report(ctx, recipe, world, sites_tab, summ, map_skill, consistency, model, model_sha,
+        figs = _figures(ctx, recipe, world, store, map_skill, dist if map_skill is not None else None)
+        _report(ctx, recipe, world, store, summ, map_skill, consistency, model, model_sha,
                 cog_paths, tt, figs, train_ids, hold_ids)
     tt.loc[len(tt)] = ("total (run)", time.perf_counter() - t_run)
     tt.to_csv(ctx.metrics / "timings.csv", index=False)
@@ -343,9 +418,10 @@ def _figures(ctx, recipe, world, store, map_skill, dist) -> dict[str, Path]:
     figs: dict[str, Path] = {}
     mean_map = store["efflux"].mean("time", skipna=False).compute()
     if map_skill is None:
+        label = "SYNTHETIC: " if world is not None else ""
         figs["map"] = report.map_png(mean_map, ctx.figures / "efflux_mean.png",
-                                     title="SYNTHETIC: mean daily efflux (LSTM)", cmap="YlOrBr",
-                                     units=EFFLUX_UNITS, synthetic=True, dpi=dpi)
+                                     title=f"{label}mean daily efflux (LSTM)", cmap="YlOrBr",
+                                     units=EFFLUX_UNITS, synthetic=world is not None, dpi=dpi)
         return figs
     true_mean = world.truth["efflux_true"].mean("time", skipna=False)
     figs["maps"] = report.map_panels_png(
@@ -353,11 +429,13 @@ def _figures(ctx, recipe, world, store, map_skill, dist) -> dict[str, Path]:
         ctx.figures / "efflux_truth_vs_map.png", cmap="YlOrBr", units=EFFLUX_UNITS,
         synthetic=True, dpi=dpi)
     # the daily series at the land pixel farthest from every training site
-    plt = report._plt()
+    from matplotlib.figure import Figure
+
     d = np.where(world.cube["land_mask"].values, dist.values, -1.0)
     iy, ix = np.unravel_index(int(np.argmax(d)), d.shape)
     t = pd.DatetimeIndex(store["time"].values)
-    fig, ax = plt.subplots(figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2))
+    ax = fig.subplots()
     ax.plot(t, world.truth["efflux_true"].values[:, iy, ix], lw=1.2, label="truth")
     ax.plot(t, store["efflux"].values[:, iy, ix], lw=1.0, label="LSTM map")
     ax.set_ylabel(f"efflux ({EFFLUX_UNITS})")
@@ -368,28 +446,41 @@ def _figures(ctx, recipe, world, store, map_skill, dist) -> dict[str, Path]:
     return figs
 
 
-def _report(ctx, recipe, world, sites_tab, summ, map_skill, consistency, model, model_sha,
+def _report(ctx, recipe, world, store, summ, map_skill, consistency, model, model_sha,
             cog_paths, timings, figs, train_ids, hold_ids) -> None:
     from .. import report
 
     cfg_w, cfg_l, cfg_m = recipe.daily_world, recipe.lstm, recipe.efflux_map
-    n_days = world.cube.sizes["time"]
-    sections = [
-        ("What this is", (
+    n_days = store.sizes["time"]
+    ny, nx = store.sizes["y"], store.sizes["x"]
+    label = "SYNTHETIC: " if world is not None else ""
+    sections = []
+    if world is not None:
+        sections += [
+            ("What this is", (
+                f"{recipe.description or 'A daily soil CO2 efflux map from one LSTM.'}\n\n"
+                "Every number below describes the method on a world built with a known answer; "
+                "none is a measurement or an estimate of the real world.")),
+            ("The synthetic daily world", (
+                f"- grid: {cfg_w.ny} x {cfg_w.nx} pixels of {cfg_w.resolution} deg (about 500 m), "
+                f"EPSG:4326; {int(world.cube['land_mask'].sum())} land pixels\n"
+                f"- {n_days} days from {cfg_w.year}; drivers {', '.join(cfg_l.drivers)}; statics "
+                f"{', '.join(cfg_l.statics) or 'none'}\n"
+                f"- {cfg_w.n_zones} true zones, efflux with memory (Birch rain pulses after dry "
+                f"spells, lagged vegetation); {len(world.sites)} sites, {len(world.long)} daily "
+                f"observations, noise SD {cfg_w.noise_sd}; seed {cfg_w.seed}\n\n"
+                + report.markdown_table(world.zones[["zone", "name", "r_ref", "q10", "birch",
+                                                     "veg_gain", "pixels", "n_sites",
+                                                     "efflux_mean"]], floatfmt=".2f"))),
+        ]
+    else:
+        sections.append(("What this is", (
             f"{recipe.description or 'A daily soil CO2 efflux map from one LSTM.'}\n\n"
-            "Every number below describes the method on a world built with a known answer; "
-            "none is a measurement or an estimate of the real world.")),
-        ("The synthetic daily world", (
-            f"- grid: {cfg_w.ny} x {cfg_w.nx} pixels of {cfg_w.resolution} deg (about 500 m), "
-            f"EPSG:4326; {int(world.cube['land_mask'].sum())} land pixels\n"
-            f"- {n_days} days from {cfg_w.year}; drivers {', '.join(cfg_l.drivers)}; statics "
-            f"{', '.join(cfg_l.statics) or 'none'}\n"
-            f"- {cfg_w.n_zones} true zones, efflux with memory (Birch rain pulses after dry "
-            f"spells, lagged vegetation); {len(world.sites)} sites, {len(world.long)} daily "
-            f"observations, noise SD {cfg_w.noise_sd}; seed {cfg_w.seed}\n\n"
-            + report.markdown_table(world.zones[["zone", "name", "r_ref", "q10", "birch",
-                                                 "veg_gain", "pixels", "n_sites",
-                                                 "efflux_mean"]], floatfmt=".2f"))),
+            f"Driver cube `{cfg_m.driver_cube}` ({n_days} days, {ny} x {nx} pixels; drivers "
+            f"{', '.join(cfg_l.drivers)}; statics {', '.join(cfg_l.statics) or 'none'}); sites "
+            f"`{cfg_m.sites_file}`. There is no answer key for real inputs: skill is measured at "
+            "sites only.")))
+    sections += [
         ("The LSTM and its skill at sites", (
             f"Hidden {cfg_l.hidden_size}, {cfg_l.seq_len}-day subsequences, batch "
             f"{cfg_l.batch_size}, {model.epoch_} epochs of {model.n_batches_per_epoch_} batches "
@@ -401,12 +492,14 @@ def _report(ctx, recipe, world, sites_tab, summ, map_skill, consistency, model, 
             "Median per-site skill:\n\n" + report.markdown_table(summ)
             + f"\n\nModel: `model/` (weights sha256 `{model_sha[:16]}...`).")),
     ]
+    sections.append(("The daily map", (
+        f"`maps/efflux.zarr`: {n_days} days x {ny} x {nx} pixels, LSTM state carried across "
+        f"time chunks of {cfg_m.time_chunk} days; {len(cog_paths)} COGs (one per "
+        f"{cfg_m.cog_every}) in `maps/cog/`, STAC in `maps/stac/`. The map at each site's pixel "
+        f"equals that site's own prediction to {consistency:.1e} (one mapping path).")))
     if map_skill is not None:
         far = map_skill.set_index("region").loc["pixels_far_from_sites"]
         sections.append(("The daily map against the truth", (
-            f"`maps/efflux.zarr`: {n_days} days x {cfg_w.ny} x {cfg_w.nx} pixels, state carried "
-            f"across time chunks of {cfg_m.time_chunk} days; {len(cog_paths)} COGs (one per "
-            f"{cfg_m.cog_every}) in `maps/cog/`, STAC in `maps/stac/`.\n\n"
             f"Scored over every day of every land pixel; far = at least {cfg_m.far_km:g} km from "
             f"every training site. Far from sites: **R2 {far['r2']:.3f}** on {int(far['pixels'])} "
             "pixels.\n\n" + report.markdown_table(map_skill)
@@ -416,8 +509,8 @@ def _report(ctx, recipe, world, sites_tab, summ, map_skill, consistency, model, 
             "![far pixel](figures/efflux_far_pixel.png)")))
     sections.append(("Timings", "Wall seconds per step.\n\n"
                      + report.markdown_table(timings, floatfmt=".1f")))
-    report.write_report(ctx.out / "report.md", f"SYNTHETIC: {recipe.name}", sections,
-                        synthetic=True,
+    report.write_report(ctx.out / "report.md", f"{label}{recipe.name}", sections,
+                        synthetic=world is not None,
                         provenance={"recipe": "recipe.yaml", "workflow": recipe.workflow,
                                     "model": f"model/ (sha256 {model_sha})",
                                     "figures": ", ".join(f"figures/{p.name}"
