@@ -249,3 +249,70 @@ def test_non_daily_map_cube_exits_2_naming_it(tmp_path, capsys):
     assert f"efflux_map.map_cube {tmp_path / 'weekly.zarr'}" in err
     assert "time step is not daily: 7 days" in err
     assert not (out / "maps").exists() and not (out / "model").exists()
+
+
+# ---- real inputs: a daily driver cube from (local) STAC, COSORE sites ---------------------------
+@pytest.mark.slow
+def test_stac_daily_cube_and_cosore_sites_train_and_map(tmp_path, capsys):
+    """The real-input path on local fixtures: MOD11A2-like COGs behind a local STAC catalog ->
+    the stac_cube workflow (recipes/stac_modis_daily_lstm.yaml, daily) -> COSORE daily Rs from
+    the test fixture (`globalflux sites cosore`) -> efflux_daily_map
+    (recipes/stac_efflux_daily.yaml) trains on the site inside the cube with cube-extracted
+    drivers and maps the cube."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from _cube_helpers import modis_lst_series, stac_item, static_catalog, write_tif
+
+    from globalflux.grid import BBox, GridSpec
+
+    # a 0.25 deg grid around the COSORE fixture site d20200213_SEIBT (34.09 N, 118.66 W), whose
+    # daily Rs runs 2013-03-31..2013-05-10; 8-day LST composites around that spring
+    grid = GridSpec("EPSG:4326", 0.25, BBox(-119.5, 33.5, -117.5, 35.0))
+    dates = pd.date_range("2013-03-14", "2013-05-25", freq="8D")
+    rng = np.random.default_rng(3)
+    dn, qc = modis_lst_series(rng, dates, grid)
+    dn = (dn.astype("float64") + 40 * np.arange(len(dates))[:, None, None]).astype("uint16")
+    dn[:, 0, 0] = 0
+    items = []
+    for i, d in enumerate(dates):
+        a = write_tif(tmp_path / f"lst_{i}.tif", dn[i], grid, nodata=0, cog=True)
+        q = write_tif(tmp_path / f"qc_{i}.tif", qc[i], grid, cog=True)
+        items.append(stac_item(f"MOD11A2.A{d.year}{d.day_of_year:03d}", "modis-11A2-061", d,
+                               {"LST_Day_1km": a, "QC_Day": q}, grid, nodata=0))
+    catalog = static_catalog(tmp_path / "catalog", items, "modis-11A2-061")
+
+    cube_out = tmp_path / "daily-out"
+    assert main(["run", str(REPO / "recipes" / "stac_modis_daily_lstm.yaml"), "--out", str(cube_out),
+                 "--set", f"cube.stac.catalog={catalog}", "--set", "cube.stac.products=[lst_day]",
+                 "--set", "cube.stac.sign=none", "--set", "cube.stac.datetime=2013-03-01/2013-06-30",
+                 "--set", "cube.grid.resolution=0.25",
+                 "--set", "cube.grid.bbox=[-119.5, 33.5, -117.5, 35.0]"]) == 0, capsys.readouterr()
+    sites = tmp_path / "cosore_rs_daily.parquet"
+    assert main(["sites", "cosore", str(REPO / "tests" / "fixtures" / "cosore"), "--variable", "Rs",
+                 "--aggregation", "daily", "--out", str(sites)]) == 0
+    capsys.readouterr()
+
+    out = tmp_path / "efflux-out"
+    code = main(["run", str(REPO / "recipes" / "stac_efflux_daily.yaml"), "--out", str(out),
+                 "--set", f"efflux_map.driver_cube={cube_out / 'maps' / 'modis_daily.zarr'}",
+                 "--set", f"efflux_map.sites_file={sites}", "--set", "lstm.drivers=[lst_day,sin_doy]",
+                 "--set", "lstm.hidden_size=8", "--set", "lstm.epochs=2", "--set", "lstm.seq_len=10",
+                 "--set", "lstm.min_days=20", "--set", "lstm.batches_per_epoch=3",
+                 "--set", "efflux_map.time_chunk=30", "--set", "mapping.n_workers=1",
+                 "--set", "report.dpi=40"])
+    assert code == 0, capsys.readouterr()
+    log = (out / "log.txt").read_text()
+    assert "3 of 4 sites lie outside the driver cube and are not used" in log
+    sites_tab = pd.read_csv(out / "metrics" / "lstm_sites.csv")
+    assert sites_tab["site_id"].tolist() == ["d20200213_SEIBT"]
+    assert sites_tab["split"].tolist() == ["temporal"]
+    ds = xr.open_zarr(out / "maps" / "efflux.zarr")
+    cube = xr.open_zarr(cube_out / "maps" / "modis_daily.zarr")
+    assert ds["efflux"].sizes == {"time": cube.sizes["time"], "y": 6, "x": 8}
+    assert ds.attrs["synthetic"] == "false" and "spatial_ref" in ds.coords
+    assert np.isnan(ds["efflux"].values[:, 0, 0]).all()  # LST fill everywhere there: not mapped
+    assert np.isfinite(ds["efflux"].values[:, 3, 4]).all()
+    assert (out / "model" / "weights.pt").is_file() and (out / "maps" / "stac").is_dir()
+    assert not (out / "metrics" / "map_vs_truth.csv").exists()  # no answer key for real inputs
+    assert "SYNTHETIC" not in (out / "report.md").read_text()

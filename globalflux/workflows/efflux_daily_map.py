@@ -143,6 +143,30 @@ def read_site_table(path: str, target: str) -> tuple[pd.DataFrame, pd.DataFrame]
     return long, sites
 
 
+def _sites_inside(cube: xr.Dataset, sites: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The sites inside the cube's extent (a regional cube, a global site table); the others
+    are logged. None inside is a DataError."""
+    from ..grid import grid_of
+
+    grid = grid_of(cube, where="efflux_map.driver_cube")
+    x = sites["lon"].to_numpy("float64")
+    y = sites["lat"].to_numpy("float64")
+    if not grid.is_geographic:
+        from pyproj import Transformer
+
+        x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(x, y)
+    inside = np.asarray(grid.contains(x, y), dtype=bool)
+    if not inside.any():
+        raise DataError(f"none of the {len(sites)} sites lies inside the driver cube "
+                        f"{grid.bbox.as_tuple()}", where=where,
+                        fix="Build the cube over the sites (cube.grid.bbox) or give sites inside it.")
+    if not inside.all():
+        out = sites.loc[~inside, "site_id"].astype(str).tolist()
+        log.info("%d of %d sites lie outside the driver cube and are not used: %s", len(out),
+                 len(sites), ", ".join(out))
+    return sites.loc[inside].reset_index(drop=True)
+
+
 def _enough_data(ds: xr.Dataset, cfg_l, where: str) -> xr.Dataset:
     """Sites with at least ``lstm.min_days`` (and ``seq_len``) observed days in the cube."""
     need = max(int(cfg_l.min_days), int(cfg_l.seq_len))
@@ -239,6 +263,8 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
             _check_inputs(cube, drivers, statics, f" {cfg_m.driver_cube}")
             require_daily(cube, where=f"efflux_map.driver_cube {cfg_m.driver_cube}")
             long, sites = read_site_table(cfg_m.sites_file, cfg_l.target)
+            sites = _sites_inside(cube, sites, where=f"efflux_map.sites_file {cfg_m.sites_file}")
+            long = long[long["site_id"].isin(set(sites["site_id"]))]
             land = _valid_pixels(cube, drivers, statics)
     else:
         with step("build the SYNTHETIC daily world"):
