@@ -221,6 +221,8 @@ def test_reduced_run_scores_map_and_sites(small_run):
     sites = pd.read_csv(small_run / "metrics" / "lstm_sites.csv")
     assert set(sites["split"]) == {"temporal", "holdout"}
     assert (sites["split"] == "holdout").sum() == 2  # round(0.2 * 10)
+    # one mapping path: the map at each site's pixel is the site's own whole-series prediction
+    assert (sites["map_minus_site_max_abs"] < 1e-4).all()
     report = (small_run / "report.md").read_text()
     assert "SYNTHETIC" in report and "pixels_far_from_sites" in report
 
@@ -259,9 +261,6 @@ def test_stac_daily_cube_and_cosore_sites_train_and_map(tmp_path, capsys):
     the test fixture (`globalflux sites cosore`) -> efflux_daily_map
     (recipes/stac_efflux_daily.yaml) trains on the site inside the cube with cube-extracted
     drivers and maps the cube."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "tests"))
     from _cube_helpers import modis_lst_series, stac_item, static_catalog, write_tif
 
     from globalflux.grid import BBox, GridSpec
@@ -283,9 +282,11 @@ def test_stac_daily_cube_and_cosore_sites_train_and_map(tmp_path, capsys):
     catalog = static_catalog(tmp_path / "catalog", items, "modis-11A2-061")
 
     cube_out = tmp_path / "daily-out"
-    assert main(["run", str(REPO / "recipes" / "stac_modis_daily_lstm.yaml"), "--out", str(cube_out),
+    assert main(["run", str(REPO / "recipes" / "stac_modis_daily_lstm.yaml"),
+                 "--out", str(cube_out),
                  "--set", f"cube.stac.catalog={catalog}", "--set", "cube.stac.products=[lst_day]",
-                 "--set", "cube.stac.sign=none", "--set", "cube.stac.datetime=2013-03-01/2013-06-30",
+                 "--set", "cube.stac.sign=none",
+                 "--set", "cube.stac.datetime=2013-03-01/2013-06-30",
                  "--set", "cube.grid.resolution=0.25",
                  "--set", "cube.grid.bbox=[-119.5, 33.5, -117.5, 35.0]"]) == 0, capsys.readouterr()
     sites = tmp_path / "cosore_rs_daily.parquet"
@@ -296,8 +297,9 @@ def test_stac_daily_cube_and_cosore_sites_train_and_map(tmp_path, capsys):
     out = tmp_path / "efflux-out"
     code = main(["run", str(REPO / "recipes" / "stac_efflux_daily.yaml"), "--out", str(out),
                  "--set", f"efflux_map.driver_cube={cube_out / 'maps' / 'modis_daily.zarr'}",
-                 "--set", f"efflux_map.sites_file={sites}", "--set", "lstm.drivers=[lst_day,sin_doy]",
-                 "--set", "lstm.hidden_size=8", "--set", "lstm.epochs=2", "--set", "lstm.seq_len=10",
+                 "--set", f"efflux_map.sites_file={sites}",
+                 "--set", "lstm.drivers=[lst_day,sin_doy]", "--set", "lstm.hidden_size=8",
+                 "--set", "lstm.epochs=2", "--set", "lstm.seq_len=10",
                  "--set", "lstm.min_days=20", "--set", "lstm.batches_per_epoch=3",
                  "--set", "efflux_map.time_chunk=30", "--set", "mapping.n_workers=1",
                  "--set", "report.dpi=40"])

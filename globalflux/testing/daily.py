@@ -83,7 +83,8 @@ _POROSITY = 0.45
 DAILY_ZONES = pd.DataFrame(
     [
         ("mediterranean", 15.0, 8.0, 0.08, 0.30, 9.0, 2.0, 45, "SAV", 1.4, 1.8, 1.6, 0.5, 0.3, 2.5),
-        ("temperate forest", 9.0, 9.0, 0.40, 0.35, 6.0, 5.0, 120, "DBF", 2.0, 2.6, 0.6, 0.6, 0.6, 0.4),
+        ("temperate forest", 9.0, 9.0, 0.40, 0.35, 6.0, 5.0, 120, "DBF", 2.0, 2.6, 0.6, 0.6, 0.6,
+         0.4),
         ("cropland", 11.0, 9.5, 0.30, 0.25, 7.0, 4.0, 70, "CRO", 1.3, 2.2, 0.9, 0.5, 0.9, 0.8),
         ("dry steppe", 7.0, 12.0, 0.15, 0.06, 8.0, 1.5, 40, "GRA", 0.9, 2.0, 2.0, 0.3, 0.4, 3.5),
         ("boreal wet", 2.0, 11.0, 0.45, 0.35, 5.0, 3.0, 200, "ENF", 1.1, 3.4, 0.3, 0.9, 0.3, 0.2),
@@ -306,7 +307,8 @@ def make_daily_world(config: DailyWorldConfig | None = None, **overrides: Any) -
             "tsoil": xr.Variable(("time", "y", "x"), sea_nan(tsoil),
                                  {"long_name": "latent soil temperature", "units": "degC"}),
             "pulse": xr.Variable(("time", "y", "x"), sea_nan(pulse),
-                                 {"long_name": "Birch rain pulse (relative increase)", "units": "1"}),
+                                 {"long_name": "Birch rain pulse (relative increase)",
+                                  "units": "1"}),
         },
         coords=dict(coords), attrs=dict(attrs, title="SYNTHETIC daily world: answer key")))
 

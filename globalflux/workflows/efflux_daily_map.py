@@ -87,7 +87,8 @@ def split_sites(site_ids: list[str], fraction: float, seed: int) -> tuple[list[s
     ids = sorted(site_ids)
     n_hold = min(int(round(fraction * len(ids))), len(ids) - 1)
     rng = np.random.default_rng(seed)
-    hold = set(rng.choice(np.array(ids, dtype=object), size=n_hold, replace=False)) if n_hold else set()
+    hold = (set(rng.choice(np.array(ids, dtype=object), size=n_hold, replace=False)) if n_hold
+            else set())
     return [s for s in ids if s not in hold], sorted(hold)
 
 
@@ -135,7 +136,8 @@ def read_site_table(path: str, target: str) -> tuple[pd.DataFrame, pd.DataFrame]
                         fix="Give the canonical long table (globalflux sites cosore ... --out F).")
     long = long[long["variable"].astype(str) == target].copy()
     if long.empty:
-        raise DataError(f"no {target} rows in the site table", where=f"efflux_map.sites_file {path}",
+        raise DataError(f"no {target} rows in the site table",
+                        where=f"efflux_map.sites_file {path}",
                         fix=f"Write it with --variable {target} (and --aggregation daily).")
     long["site_id"] = long["site_id"].astype(str)
     cols = [c for c in ("lat", "lon", "igbp") if c in long.columns]
@@ -159,7 +161,8 @@ def _sites_inside(cube: xr.Dataset, sites: pd.DataFrame, where: str) -> pd.DataF
     if not inside.any():
         raise DataError(f"none of the {len(sites)} sites lies inside the driver cube "
                         f"{grid.bbox.as_tuple()}", where=where,
-                        fix="Build the cube over the sites (cube.grid.bbox) or give sites inside it.")
+                        fix="Build the cube over the sites (cube.grid.bbox) or give sites "
+                        "inside it.")
     if not inside.all():
         out = sites.loc[~inside, "site_id"].astype(str).tolist()
         log.info("%d of %d sites lie outside the driver cube and are not used: %s", len(out),
@@ -231,7 +234,8 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
         score_map,
     )
 
-    cfg_w, cfg_l, cfg_m, cfg_map = recipe.daily_world, recipe.lstm, recipe.efflux_map, recipe.mapping
+    cfg_w, cfg_l, cfg_m = recipe.daily_world, recipe.lstm, recipe.efflux_map
+    cfg_map = recipe.mapping
     drivers, statics = list(cfg_l.drivers), list(cfg_l.statics)
     timings: list[tuple[str, float]] = []
     t_run = time.perf_counter()
@@ -417,14 +421,18 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
         srow = sites.assign(site_id=sites["site_id"].astype(str)).set_index("site_id").loc[ids]
         r_, c_ = pixel_index(store, srow["lon"].to_numpy(), srow["lat"].to_numpy(), ids)
         at_sites = store["efflux"].values[:, r_, c_].T
-        consistency = float(np.nanmax(np.abs(at_sites - pred)))
+        per_site = np.nanmax(np.abs(at_sites - pred), axis=1)
+        consistency = float(np.nanmax(per_site))
+        sites_tab["map_minus_site_max_abs"] = per_site
+        sites_tab.to_csv(ctx.metrics / "lstm_sites.csv", index=False)
         log.info("max |map - site prediction| at the %d sites: %.2e", len(ids), consistency)
 
     timings.append(("end", time.perf_counter()))
     tt = pd.DataFrame([(a[0], b[1] - a[1]) for a, b in zip(timings[:-1], timings[1:])],
                       columns=["step", "seconds"])
     with ctx.step("figures and report"):
-        figs = _figures(ctx, recipe, world, store, map_skill, dist if map_skill is not None else None)
+        figs = _figures(ctx, recipe, world, store, map_skill,
+                        dist if map_skill is not None else None)
         _report(ctx, recipe, world, store, summ, map_skill, consistency, model, model_sha,
                 cog_paths, tt, figs, train_ids, hold_ids)
     tt.loc[len(tt)] = ("total (run)", time.perf_counter() - t_run)
