@@ -613,30 +613,31 @@ def _lstm_spatial_chunks(ds: xr.Dataset, names: Sequence[str], dim: str) -> tupl
 
 
 
-_LSTM_MODULES: dict[str, Any] = {}
+_LSTM_MODULES: dict[tuple[str, str], Any] = {}
 
 
-def _lstm_module(weights: Any) -> Any:
-    """The torch module of ``weights`` (evaluation mode, CPU), built once per process."""
+def _lstm_module(weights: Any, device: str = "cpu") -> Any:
+    """The torch module of ``weights`` (evaluation mode) on ``device``, built once per process."""
     import torch
 
     from .models.lstm import EffluxLSTM
 
-    mod = _LSTM_MODULES.get(weights.token)
+    key = (weights.token, device)
+    mod = _LSTM_MODULES.get(key)
     if mod is None:
         mod = EffluxLSTM(weights.n_dynamic, weights.n_static, weights.hidden_size, 0.0)
         mod.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.state.items()})
-        mod.eval()
+        mod.eval().to(device)
         if len(_LSTM_MODULES) >= 8:
             _LSTM_MODULES.clear()
-        _LSTM_MODULES[weights.token] = mod
+        _LSTM_MODULES[key] = mod
     return mod
 
 
 def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
                state: tuple[np.ndarray, np.ndarray] | None, *drivers: np.ndarray,
-               dtype: str = "float32", batch_pixels: int = 4096,
-               torch_threads: int | None = 1) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+               dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1,
+               device: str = "cpu") -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """One time chunk of one spatial block: the task of :func:`apply_lstm_to_cube`.
 
     The network is stepped one day at a time from ``state``, so every day is computed with
@@ -661,6 +662,9 @@ def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
         Output dtype; pixels per network call (bounds memory; the batch composition is part
         of the computation, so keep it fixed when comparing runs); torch intra-op threads of
         the worker (set, not restored: tasks run concurrently; None leaves torch alone).
+    device
+        Torch device of the network (``"cpu"`` or ``"cuda"``); the state is handed between
+        tasks as numpy arrays either way.
 
     Returns
     -------
@@ -682,7 +686,7 @@ def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
     h = np.zeros((P, H), "float32") if state is None else state[0].copy()
     c = np.zeros((P, H), "float32") if state is None else state[1].copy()
     out = np.full((P, T), np.nan, dtype=dtype)
-    mod = _lstm_module(weights)
+    mod = _lstm_module(weights, device)
     idx = np.flatnonzero(ok)
     for s in range(0, idx.size, int(batch_pixels)):
         sel = idx[s:s + int(batch_pixels)]
@@ -692,15 +696,17 @@ def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
               else np.zeros((sel.size, 0), "float32"))
         z = np.empty((T, sel.size), "float32")
         with torch.no_grad():
-            xs = torch.from_numpy(np.ascontiguousarray(zs))
-            st = (torch.from_numpy(np.ascontiguousarray(h[sel]))[None],
-                  torch.from_numpy(np.ascontiguousarray(c[sel]))[None])
+            xs = torch.from_numpy(np.ascontiguousarray(zs)).to(device)
+            st = (torch.from_numpy(np.ascontiguousarray(h[sel]))[None].to(device),
+                  torch.from_numpy(np.ascontiguousarray(c[sel]))[None].to(device))
+            xd = torch.from_numpy(np.ascontiguousarray(zd)).to(device)  # (T, B, D)
+            zt = torch.empty((T, sel.size), dtype=torch.float32, device=device)
             for t in range(T):
-                x_t = torch.from_numpy(np.ascontiguousarray(zd[t]))[:, None, :]
-                y_t, st = mod(x_t, xs, st)
-                z[t] = y_t[:, 0].numpy()
+                y_t, st = mod(xd[t][:, None, :], xs, st)
+                zt[t] = y_t[:, 0]
+            z[:] = zt.cpu().numpy()
         out[sel] = weights.scaler_y.inverse(z.T[..., None])[..., 0].astype(dtype)
-        h[sel], c[sel] = st[0][0].numpy(), st[1][0].numpy()
+        h[sel], c[sel] = st[0][0].cpu().numpy(), st[1][0].cpu().numpy()
     return out.T.reshape(T, ny, nx), (h, c)
 
 
@@ -716,6 +722,7 @@ def apply_lstm_to_cube(
     batch_pixels: int = 4096,
     torch_threads: int | None = 1,
     check_daily: bool = True,
+    device: str = "cpu",
     name: str = "prediction",
 ) -> xr.DataArray:
     """Apply a fitted sequence-to-sequence LSTM to every pixel of a daily cube, lazily.
@@ -751,6 +758,9 @@ def apply_lstm_to_cube(
         Torch threads per worker process (default 1; Dask supplies the parallelism).
     check_daily
         Refuse a cube whose time axis is not daily (:func:`require_daily`).
+    device
+        Torch device of every task (``"cpu"``, ``"cuda"``; ``"auto"``: CUDA when the process
+        building the graph sees one). Workers must have that device.
 
     Returns
     -------
@@ -838,11 +848,15 @@ def apply_lstm_to_cube(
                             fix="Pass a (y, x) boolean mask on the cube's grid.")
         msk = prep(mask.astype(bool), ("y", "x"))
 
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     token = tokenize(w.key, [d.name for d in drv], [s.name for s in sta], msk.name, tch, dtype,
-                     batch_pixels, torch_threads)
+                     batch_pixels, torch_threads, device)
     out_name, step, state = f"{name}-lstm-{token}", f"lstm-step-{token}", f"lstm-state-{token}"
     func = functools.partial(lstm_block, dtype=dtype, batch_pixels=batch_pixels,
-                             torch_threads=torch_threads)
+                             torch_threads=torch_threads, device=device)
     dsk: dict[Any, Any] = {}
     for i in range(len(ych)):
         for j in range(len(xch)):

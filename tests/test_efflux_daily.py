@@ -106,6 +106,19 @@ def test_property_time_chunking_never_changes_a_value(fitted):
     check()
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_map_equals_cpu_map_and_chunking_never_changes_it(fitted):
+    ds = _cube(nt=45).chunk({"y": 3})
+    cpu = apply_lstm_to_cube(fitted, ds, ["a", "b"], ["s"], time_chunk=45).compute(
+        scheduler="sync").values
+    whole = apply_lstm_to_cube(fitted, ds, ["a", "b"], ["s"], time_chunk=45, device="cuda")
+    cut = apply_lstm_to_cube(fitted, ds, ["a", "b"], ["s"], time_chunk=7, device="cuda")
+    g_whole = whole.compute(scheduler="sync").values
+    np.testing.assert_array_equal(cut.compute(scheduler="sync").values, g_whole)
+    np.testing.assert_allclose(g_whole, cpu, rtol=1e-4, atol=1e-5)
+
+
 def _raise_if_computed(*args, **kwargs):
     raise AssertionError("something was computed while building the graph")
 

@@ -357,7 +357,8 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
         mcube = target_cube
         mland = land.astype(bool) if other is None else _valid_pixels(other, drivers, statics)
         eff = apply_lstm_to_cube(model.weights(), mcube, drivers, statics, mask=mland,
-                                 time_chunk=cfg_m.time_chunk, name="efflux")
+                                 time_chunk=cfg_m.time_chunk, device=cfg_l.device,
+                                 torch_threads=cfg_l.num_threads, name="efflux")
         eff.attrs.update(units=EFFLUX_UNITS,
                          long_name="soil CO2 efflux (LSTM)" + ("" if real else ", SYNTHETIC"),
                          standard_name="soil_respiration_carbon_flux",
