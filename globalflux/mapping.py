@@ -876,3 +876,117 @@ def apply_lstm_to_cube(
                               "across time chunks)", "lstm_time_chunk": int(time_chunk)})
     out.encoding["_FillValue"] = np.nan
     return out
+
+
+def map_chains_to_store(
+    client: Any,
+    pieces: Mapping[str, xr.DataArray],
+    store_path: str | Path,
+    *,
+    chain_dim: str = "time",
+    attrs: Mapping[str, Any] | None = None,
+    mask: xr.DataArray | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    fingerprint: str | None = None,
+    max_graph_tasks: int = 100_000,
+) -> Path:
+    """:func:`map_to_store` for maps whose blocks along ``chain_dim`` form a dependency chain.
+
+    The blocks of :func:`apply_lstm_to_cube` along time depend on each other (each time chunk
+    starts from the state its predecessor ended with). :func:`map_to_store` submits blocks in
+    array order, time outermost, in batches; a chain cut across two submissions recomputes its
+    earlier chunks (measured: 40 task runs for 24 blocks with the threaded scheduler). This
+    writer is the same store, manifest, resume and land skipping, but submits whole chains:
+    blocks are ordered chain by chain (``chain_dim`` innermost) and every submission holds
+    complete chains only, so each chain runs once. Parameters as in :func:`map_to_store`.
+    """
+    import itertools
+
+    import dask
+    import dask.array as dsa
+
+    from .io.store import finalize_store, is_complete, prepare_store, record_blocks
+
+    path = Path(store_path).absolute()
+    ds = _assemble(pieces, attrs)
+    fp = fingerprint or store_fingerprint(ds)
+    layout, done = prepare_store(path, ds, fingerprint=fp, resume=resume)
+    if resume and is_complete(path) and len(done) >= layout.nblocks:
+        log.info("store %s is complete; nothing to do", path)
+        return path
+    if chain_dim not in layout.dims:
+        raise DataError(f"the map has no {chain_dim!r} dimension (dims {layout.dims})",
+                        where="map_chains_to_store(chain_dim=)", fix="Name a dimension of the map.")
+    names = tuple(ds.data_vars)
+    ids = dsa.from_array(_block_numbers(layout.numblocks), chunks=1, name=False)
+    ind = tuple(range(len(layout.dims)))
+    args: list[Any] = [ids, ind]
+    for n in names:
+        v = ds[n]
+        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
+    status = dsa.blockwise(
+        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
+        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
+        names=names, name=f"write-{fp}",
+    )
+    ci = layout.dims.index(chain_dim)
+    todo = [b for b in (layout.block_index(i) for i in range(layout.nblocks)) if b not in done]
+    if mask is not None and todo:
+        empty = _land_blocks(mask, layout, client)
+        skip = [b for b in todo if b in empty]
+        if skip:
+            record_blocks(path, skip)
+            log.info("%d of %d blocks have no land: recorded as fill without computing",
+                     len(skip), layout.nblocks)
+        todo = [b for b in todo if b not in empty]
+
+    def tile(b: tuple[int, ...]) -> tuple[int, ...]:
+        return b[:ci] + b[ci + 1:]
+
+    todo.sort(key=lambda b: (tile(b), b[ci]))  # chain by chain, chain_dim innermost
+    chains = [list(g) for _, g in itertools.groupby(todo, key=tile)]
+    log.info("mapping %d variable(s) into %s: %d blocks of %s in chains along %s, %d to compute "
+             "in %d chains (%d done before)", len(names), path, layout.nblocks,
+             "x".join(map(str, layout.chunks)), chain_dim, len(todo), len(chains), len(done))
+    if todo:
+        per_block = max(graph_tasks(status) / max(layout.nblocks, 1), 1.0)
+        cap = max(1, int(max_graph_tasks / per_block))  # blocks per submission (whole chains)
+        batches: list[list[tuple[int, ...]]] = [[]]
+        for ch in chains:
+            if batches[-1] and len(batches[-1]) + len(ch) > cap:
+                batches.append([])
+            batches[-1].extend(ch)
+        delayed = status.to_delayed(optimize_graph=False)
+        bar = _Progress(len(todo), f"map {path.name}", enabled=progress)
+        for batch in batches:
+            part = [delayed[b] for b in batch]
+            if client is not None:
+                from distributed import as_completed
+
+                futures = client.compute(part)
+                try:
+                    with client.as_current():
+                        for fut in as_completed(futures, loop=client.loop):
+                            fut.result()
+                            bar.update()
+                finally:
+                    for f in futures:
+                        f.release()
+            else:  # threaded scheduler: whole chains per call, at least ~16 blocks at a time
+                group: list[Any] = []
+                for ch in [list(g) for _, g in itertools.groupby(batch, key=tile)]:
+                    group.extend(delayed[b] for b in ch)
+                    if len(group) >= 16:
+                        dask.compute(*group)
+                        bar.update(len(group))
+                        group = []
+                if group:
+                    dask.compute(*group)
+                    bar.update(len(group))
+    finalize_store(path, layout, {"globalflux_blocks": int(layout.nblocks)})
+    log.info("store %s complete and consolidated", path)
+    return path
+
+
+__all__ += ["map_chains_to_store"]

@@ -142,6 +142,35 @@ def test_building_the_lstm_map_graph_computes_nothing(fitted):
     assert len(steps) == 6 * 6
 
 
+def test_written_through_the_store_chain_by_chain_each_chain_runs_once(fitted, tmp_path,
+                                                                      monkeypatch):
+    import globalflux.mapping as mapping
+
+    calls = []
+    real = mapping.lstm_block
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mapping, "lstm_block", counting)
+    ds = _cube(nt=60, ny=6, nx=6).chunk({"y": 3, "x": 3})
+    eff = apply_lstm_to_cube(fitted, ds, ["a", "b"], ["s"], time_chunk=10, name="efflux")
+    ref = eff.compute(scheduler="sync").values
+    assert len(calls) == 6 * 4  # 6 time chunks x 4 tiles
+    calls.clear()
+    path = mapping.map_chains_to_store(None, {"efflux": eff}, tmp_path / "e.zarr", progress=False)
+    assert len(calls) == 6 * 4  # threaded scheduler, whole chains per submission: no rerun
+    got = xr.open_zarr(path)["efflux"]
+    assert got.chunks == ((10,) * 6, (3, 3), (3, 3))
+    np.testing.assert_array_equal(got.values, ref)
+    # map_to_store (array order, time outermost) gives the same values, with reruns
+    calls.clear()
+    mapping.map_to_store(None, {"efflux": eff}, tmp_path / "f.zarr", progress=False)
+    np.testing.assert_array_equal(xr.open_zarr(tmp_path / "f.zarr")["efflux"].values, ref)
+    assert len(calls) > 6 * 4
+
+
 def test_lstm_map_bad_inputs_are_named(fitted):
     ds = _cube()
     with pytest.raises(DataError, match=r"cube: the driver cube lacks variable\(s\) \['nope'\]"):

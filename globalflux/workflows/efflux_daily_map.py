@@ -15,8 +15,8 @@ Stages (each a library call; this module wires them and writes through the run c
 4. The fitted model is written to ``OUT/model/`` (weights as a torch state dict + JSON; never
    pickled) by :func:`persist_model`.
 5. The daily map: :func:`globalflux.mapping.apply_lstm_to_cube` over every land pixel, LSTM
-   state carried across time chunks, written block by block by
-   :func:`globalflux.mapping.map_to_store` into ``OUT/maps/efflux.zarr``; COGs per day or per
+   state carried across time chunks, written block by block, chain by chain, by
+   :func:`globalflux.mapping.map_chains_to_store` into ``OUT/maps/efflux.zarr``; COGs per day or per
    month (``efflux_map.cog_every``) in ``OUT/maps/cog/`` and a STAC collection in
    ``OUT/maps/stac/``.
 6. ``OUT/metrics/map_vs_truth.csv`` scores the map against the known efflux on pixels at least
@@ -221,7 +221,7 @@ def _open_store(path: Path) -> xr.Dataset:
 
 def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
     from ..diagnostics import site_scores, temporal_split
-    from ..mapping import apply_lstm_to_cube, map_to_store, require_daily
+    from ..mapping import apply_lstm_to_cube, map_chains_to_store, map_to_store, require_daily
     from ..metrics import kge, nse, pearson_r
     from ..models.lstm import LSTMRegressor
     from ..provenance import provenance_attrs
@@ -367,10 +367,11 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
             long_name="pixels mapped (land with inputs)", units="1")}
         client = ctx.client()
         with client.as_current():
-            eff_path = map_to_store(client, pieces, ctx.maps / "efflux.zarr", attrs=map_attrs,
-                                    mask=mland, resume=ctx.resume,
-                                    max_graph_tasks=cfg_map.max_graph_tasks,
-                                    progress=cfg_map.progress)
+            eff_path = map_chains_to_store(client, pieces, ctx.maps / "efflux.zarr",
+                                           chain_dim="time", attrs=map_attrs, mask=mland,
+                                           resume=ctx.resume,
+                                           max_graph_tasks=cfg_map.max_graph_tasks,
+                                           progress=cfg_map.progress)
         store = _open_store(eff_path)
 
     cog_paths: list[Path] = []
