@@ -278,6 +278,12 @@ def test_bad_driver_name_exits_2_naming_it(tmp_path, capsys):
     assert not (out / "maps").exists()
 
 
+def test_unknown_listed_site_exits_2_naming_it(tmp_path, capsys):
+    code = run_efflux(tmp_path / "o", SMALL + ["lstm.sites=[SYND-001,NOPE-9]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "lstm.sites" in err and "['NOPE-9'] are not among the sites" in err
+
+
 def test_non_daily_map_cube_exits_2_naming_it(tmp_path, capsys):
     from globalflux.io.store import write_dataset
     from globalflux.testing.daily import make_daily_world

@@ -145,6 +145,17 @@ def read_site_table(path: str, target: str) -> tuple[pd.DataFrame, pd.DataFrame]
     return long, sites
 
 
+def _listed_sites(ds: xr.Dataset, listed: list[str]) -> xr.Dataset:
+    """Only the sites of ``lstm.sites`` (each must be present)."""
+    have = [str(s) for s in ds["site"].values]
+    unknown = [s for s in listed if s not in have]
+    if unknown:
+        raise DataError(f"site(s) {unknown} are not among the sites with data", where="lstm.sites",
+                        fix=f"Choose among {have[:10]}{' ...' if len(have) > 10 else ''}, or "
+                        "leave lstm.sites empty for every site.")
+    return ds.sel(site=listed)
+
+
 def _sites_inside(cube: xr.Dataset, sites: pd.DataFrame, where: str) -> pd.DataFrame:
     """The sites inside the cube's extent (a regional cube, a global site table); the others
     are logged. None inside is a DataError."""
@@ -290,8 +301,10 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
 
     with step("extract the sites' drivers from the cube"):
         ds = site_driver_dataset(cube, sites, long, drivers, statics, cfg_l.target)
-        if real:
-            ds = _enough_data(ds, cfg_l, where=f"efflux_map.sites_file {cfg_m.sites_file}")
+        ds = _enough_data(ds, cfg_l, where=(f"efflux_map.sites_file {cfg_m.sites_file}" if real
+                                            else "daily_world"))
+        if cfg_l.sites:
+            ds = _listed_sites(ds, list(cfg_l.sites))
         ids = [str(s) for s in ds["site"].values]
         train_ids, hold_ids = split_sites(ids, cfg_m.holdout_fraction, cfg_l.seed)
         y = ds[cfg_l.target].values
@@ -314,7 +327,9 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
         learning_rate=cfg_l.learning_rate, device=cfg_l.device, num_threads=cfg_l.num_threads,
         random_state=cfg_l.seed, verbose=max(1, cfg_l.epochs // 10))
     with step(f"train the LSTM ({cfg_l.epochs} epochs)"):
-        model.fit(tr)
+        # checkpoints go where the model is written: --resume continues an interrupted training
+        model.fit(tr, checkpoint=ctx.out / "model", checkpoint_every=cfg_l.checkpoint_every,
+                  resume=ctx.resume, init_from=cfg_l.checkpoint)
         log.info("LSTM: %d batches of %d x %d days per epoch, %d epochs, %.1f s",
                  model.n_batches_per_epoch_, cfg_l.batch_size, cfg_l.seq_len, model.epoch_,
                  model.fit_seconds_)
@@ -352,6 +367,7 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
     map_attrs["title"] = ("daily soil CO2 efflux (LSTM)" if real
                           else "SYNTHETIC daily soil CO2 efflux (LSTM)")
     map_attrs["model_sha256"] = model_sha
+    map_attrs["model_state_sha1"] = model.weights().token  # identity of the weights themselves
     target_cube = cube if other is None else other
     with step("map daily efflux with Dask into Zarr (state carried across time chunks)"):
         mcube = target_cube
