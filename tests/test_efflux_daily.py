@@ -395,3 +395,17 @@ def test_map_cube_of_a_subregion_reproduces_the_map_with_daily_cogs(small_run, t
     np.testing.assert_allclose(part["efflux"].values, same, rtol=1e-6, atol=1e-7)
     assert len(list((out / "maps" / "cog").glob("efflux_*.tif"))) == 366  # one per day
     assert not (out / "metrics" / "map_vs_truth.csv").exists()  # no answer key for that cube
+
+
+@pytest.mark.slow
+def test_resume_of_a_finished_run_recomputes_nothing(small_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(small_run, out)
+    before = xr.open_zarr(out / "maps" / "efflux.zarr")["efflux"].values
+    assert run_efflux(out, SMALL, extra=["--resume"]) == 0
+    log = (out / "log.txt").read_text()
+    assert "efflux.zarr is complete; nothing to do" in log
+    np.testing.assert_array_equal(xr.open_zarr(out / "maps" / "efflux.zarr")["efflux"].values,
+                                  before)
