@@ -554,9 +554,7 @@ def _report(ctx, recipe, world, store, summ, map_skill, consistency, model, mode
         sections.append(("The daily map against the truth", (
             f"Scored over every day of every land pixel; far = at least {cfg_m.far_km:g} km from "
             f"every training site. Far from sites: **R2 {far['r2']:.3f}** on {int(far['pixels'])} "
-            "pixels.\n\n" + report.markdown_table(map_skill)
-            + f"\n\nThe map at each site's pixel equals that site's own prediction to "
-            f"{consistency:.1e} (one mapping path).\n\n"
+            "pixels.\n\n" + report.markdown_table(map_skill) + "\n\n"
             "![truth vs map](figures/efflux_truth_vs_map.png)\n\n"
             "![far pixel](figures/efflux_far_pixel.png)")))
     sections.append(("Timings", "Wall seconds per step.\n\n"
