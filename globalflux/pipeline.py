@@ -37,6 +37,8 @@ _SECTION_TYPES = {
     "lstm": "LSTMConfig",
     "mapping": "MappingConfig",
     "report": "ReportConfig",
+    "daily_world": "DailyWorldConfig",
+    "efflux_map": "EffluxMapConfig",
 }
 
 

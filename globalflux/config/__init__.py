@@ -13,6 +13,7 @@ from typing import Literal
 
 from ..recipe import option
 from .cube import CubeConfig
+from .daily import DailyWorldConfig, EffluxMapConfig
 from .forest import ForestConfig
 from .lstm import LSTMConfig
 from .mapping import MappingConfig
@@ -25,6 +26,8 @@ __all__ = [
     "Recipe",
     "WORKFLOWS",
     "CubeConfig",
+    "DailyWorldConfig",
+    "EffluxMapConfig",
     "ForestConfig",
     "LSTMConfig",
     "MappingConfig",
@@ -41,6 +44,7 @@ WorkflowName = Literal[
     "cosore_efflux_daily",
     "static_cube",
     "stac_cube",
+    "efflux_daily_map",
 ]
 WORKFLOWS: tuple[str, ...] = WorkflowName.__args__  # type: ignore[attr-defined]
 
@@ -52,7 +56,7 @@ class Recipe:
     name: str = option(doc="Short name of the run; written into every output's attributes.")
     workflow: WorkflowName = option(
         doc="Which pipeline runs: synthetic_zoned_rh (the demo), srdb_rh_annual, cosore_rh, "
-        "cosore_efflux_daily, static_cube, stac_cube."
+        "cosore_efflux_daily, static_cube, stac_cube, efflux_daily_map (the daily LSTM map demo)."
     )
     description: str = option("", doc="Free text shown at the top of the report.")
     synthetic: SyntheticConfig | None = option(
@@ -65,3 +69,7 @@ class Recipe:
     lstm: LSTMConfig | None = option(None, doc="The global LSTM for daily soil CO2 efflux.")
     mapping: MappingConfig | None = option(None, doc="Gridded inference with Dask and outputs.")
     report: ReportConfig | None = option(None, doc="Report and figures.")
+    daily_world: DailyWorldConfig | None = option(
+        None, doc="The seeded SYNTHETIC daily world (workflow efflux_daily_map).")
+    efflux_map: EffluxMapConfig | None = option(
+        None, doc="Daily efflux map from the LSTM: holdout sites, chunks, COGs, map scoring.")
