@@ -444,6 +444,7 @@ def map_to_store(
     progress: bool = True,
     fingerprint: str | None = None,
     max_graph_tasks: int = 100_000,
+    zarr_format: int = 3,
 ) -> Path:
     """Write lazy maps into one Zarr store block by block, resumably; return the store path.
 
@@ -475,6 +476,8 @@ def map_to_store(
         attrs (the resolved recipe in ``attrs["recipe"]`` when present).
     max_graph_tasks
         Largest graph submitted at once; more blocks are submitted in batches.
+    zarr_format
+        3 (default) or 2 (GDAL's Zarr driver opens v2 only); recipe key ``mapping.zarr_format``.
 
     Raises
     ------
@@ -492,7 +495,7 @@ def map_to_store(
     path = Path(store_path).absolute()  # workers may run in another working directory
     ds = _assemble(pieces, attrs)
     fp = fingerprint or store_fingerprint(ds)
-    layout, done = prepare_store(path, ds, fingerprint=fp, resume=resume)
+    layout, done = prepare_store(path, ds, fingerprint=fp, resume=resume, zarr_format=zarr_format)
     if resume and is_complete(path) and len(done) >= layout.nblocks:
         log.info("store %s is complete; nothing to do", path)
         return path

@@ -6,7 +6,7 @@ Public API
 per="step", blocksize=None, resume=False, crs=None) -> list[Path]``
     ``da`` is a (time, y, x) or (y, x) DataArray with a CRS (rioxarray ``spatial_ref``) or
     ``crs=``. Each file is written to a temporary GeoTIFF (Dask chunk by chunk), translated
-    to a COG by ``rio_cogeo.cog_translate`` (DEFLATE, internal tiles and overviews), checked
+    to a COG by GDAL's COG driver (DEFLATE, internal tiles and overviews), checked
     with ``rio_cogeo.cog_validate``, and only then moved into place (``os.replace``): a file
     with the final name is always a complete, valid COG. ``resume=True`` keeps files already
     present. Tags: CF-ish (``long_name``, ``units``, ``standard_name``, ``time``,
@@ -29,7 +29,7 @@ import xarray as xr
 
 from ..errors import DataError, GridError, StoreError
 
-__all__ = ["write_cogs", "cog_tags", "validate_cog", "time_label"]
+__all__ = ["write_cogs", "cog_tags", "validate_cog", "time_label", "is_categorical"]
 
 # provenance attributes copied into the GeoTIFF tags (long recipe text included)
 _PROVENANCE_KEYS = ("title", "source", "globalflux_version", "synthetic", "comment", "history",
@@ -67,12 +67,25 @@ def _nodata_for(dtype: np.dtype, nodata: Any) -> Any:
     return int(np.iinfo(dtype).max)
 
 
+def is_categorical(da: xr.DataArray) -> bool:
+    """Classes, not quantities: integer or boolean layers, or layers with CF flags (zones, land
+    cover, masks). Their overviews use nearest resampling; continuous layers are averaged."""
+    return (da.dtype.kind in "iub" or any(k in da.attrs for k in ("flag_values", "flag_meanings",
+                                                                   "n_zones")))
+
+
 def _tags_for(da: xr.DataArray, extra: Mapping[str, Any] | None, t: Any | None,
               nodata: Any) -> dict[str, str]:
+    from .store import cf_units
+
     tags: dict[str, str] = {"variable": str(da.name or "data")}
     for k in ("long_name", "units", "standard_name", "description"):
         if k in da.attrs:
             tags[k] = str(da.attrs[k])
+    if "units" in tags:  # UDUNITS-readable (carbon named in the long_name)
+        tags["units"], long = cf_units(tags["units"], tags.get("long_name", ""))
+        if long:
+            tags["long_name"] = long
     if t is not None:
         tags["time"] = time_label(t)
     tags["_FillValue"] = str(nodata)
@@ -100,10 +113,11 @@ def _check_grid(da: xr.DataArray, crs: Any) -> xr.DataArray:
 
 
 def _write_one(da2: xr.DataArray, target: Path, *, nodata: Any, blocksize: int,
-               overviews: bool, tags: Mapping[str, str], band_names: list[str]) -> Path:
-    """Write one (band, y, x) or (y, x) array as a validated COG, atomically."""
-    from rio_cogeo.cogeo import cog_translate, cog_validate
-    from rio_cogeo.profiles import cog_profiles
+               overviews: bool, tags: Mapping[str, str], band_names: list[str],
+               resampling: str = "nearest") -> Path:
+    """Write one (band, y, x) or (y, x) array as a validated COG, atomically; each band gets the
+    ``units`` tag as its unit and ``resampling`` builds the overviews."""
+    from rio_cogeo.cogeo import cog_validate
 
     ny, nx = da2.sizes["y"], da2.sizes["x"]
     tmp = target.with_name(f".{target.name}.{os.getpid()}.raw.tif")
@@ -122,20 +136,24 @@ def _write_one(da2: xr.DataArray, target: Path, *, nodata: Any, blocksize: int,
                            driver="GTiff")
         import rasterio
 
-        with rasterio.open(tmp, "r+") as raw:  # band names travel through cog_translate
+        from rasterio.shutil import copy as gdal_copy
+
+        with rasterio.open(tmp, "r+") as raw:  # tags, band names and units travel to the COG
+            raw.update_tags(**dict(tags))
             for i, bname in enumerate(band_names, start=1):
                 raw.set_band_description(i, bname)
-        profile = dict(cog_profiles.get("deflate"))
-        profile.update(blockxsize=blocksize, blockysize=blocksize)
-        if np.issubdtype(da2.dtype, np.floating):
-            profile["predictor"] = 3
+                if tags.get("units"):
+                    raw.set_band_unit(i, tags["units"])
         level = max(1, math.ceil(math.log2(max(ny, nx) / blocksize))) if overviews else 0
-        cog_translate(
-            str(tmp), str(out_tmp), profile, nodata=nodata, overview_level=level,
-            overview_resampling="nearest", in_memory=False, quiet=True,
-            additional_cog_metadata=dict(tags),
-            use_cog_driver=False,
-        )
+        options = {"COMPRESS": "DEFLATE", "BLOCKSIZE": blocksize,
+                   "OVERVIEW_RESAMPLING": resampling.upper(),
+                   "OVERVIEWS": "IGNORE_EXISTING" if level else "NONE"}
+        if level:
+            options["OVERVIEW_COUNT"] = level
+        if np.issubdtype(da2.dtype, np.floating):
+            options["PREDICTOR"] = "FLOATING_POINT"
+        # GDAL's COG driver (rio-cogeo's cog_translate drops band units)
+        gdal_copy(str(tmp), str(out_tmp), driver="COG", **options)
         ok, errors, _ = cog_validate(str(out_tmp), quiet=True)
         if not ok:  # pragma: no cover - would be a bug in the writer
             raise StoreError(f"COG validation failed: {errors}", where=str(target),
@@ -176,7 +194,8 @@ def write_cogs(
         Value marking no data (NaN for floats, -1 for signed ints by default); also written as
         the ``_FillValue`` tag.
     overviews
-        Build internal overviews (nearest resampling; at least one level).
+        Build internal overviews (at least one level): averaged for continuous layers, nearest
+        for categorical ones (:func:`is_categorical`: integer/boolean or CF flags).
     tags
         Extra GeoTIFF tags, e.g. the map's provenance attributes (``ds.attrs``): the keys
         ``title, source, globalflux_version, synthetic, comment, history, recipe,
@@ -233,7 +252,8 @@ def write_cogs(
                              fix="Use --resume to keep it, --overwrite, or another --out.")
         arr = arr.drop_vars([c for c in arr.coords if c not in ("x", "y", "band", "spatial_ref")])
         _write_one(arr, target, nodata=nodata, blocksize=bs, overviews=overviews,
-                   tags=_tags_for(da, extra, t, nodata), band_names=bands)
+                   tags=_tags_for(da, extra, t, nodata), band_names=bands,
+                   resampling="nearest" if is_categorical(da) else "average")
         written.append(target)
     return written
 

@@ -198,7 +198,8 @@ def run(recipe, ctx) -> None:
         pieces = {name: src[name] for name in src.data_vars}
         cube_path = map_to_store(None, pieces, ctx.maps / "predictors.zarr",
                                  attrs=dict(attrs, title="SYNTHETIC predictor cube"),
-                                 resume=ctx.resume, progress=False)
+                                 resume=ctx.resume, progress=False,
+                                 zarr_format=cfg_map.zarr_format)
         cube = _open_store(cube_path)
 
     with timer.step("extract the sites' training table"):
@@ -250,7 +251,7 @@ def run(recipe, ctx) -> None:
             rh_path = map_to_store(
                 client, pieces, ctx.maps / "rh.zarr",
                 attrs=dict(attrs, title="SYNTHETIC RH map (zoned random forest)"),
-                mask=land_r, resume=ctx.resume)
+                mask=land_r, resume=ctx.resume, zarr_format=cfg_map.zarr_format)
 
     rh_store = _open_store(rh_path)
     cog_paths: list[Path] = []
