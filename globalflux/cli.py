@@ -221,10 +221,16 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
     handler._globalflux_cli = True  # type: ignore[attr-defined]
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    # records marked console=False (e.g. the dashboard link, printed once by cluster.py) go to
+    # the run's log.txt only
+    handler.addFilter(lambda record: getattr(record, "console", True))
     logger.addHandler(handler)
     logger.propagate = False
     for name in ("distributed", "dask", "tornado", "bokeh", "rasterio", "numexpr"):
         logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
+    from .progress import set_progress
+
+    set_progress(False if quiet else None)  # --quiet: no progress bars either
 
 
 def main(argv: Sequence[str] | None = None) -> int:

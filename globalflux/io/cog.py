@@ -47,6 +47,23 @@ def time_label(t: Any) -> str:
     return str(t).replace("/", "-").replace(" ", "_")
 
 
+def _iso(t: Any) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _period_bounds(da: xr.DataArray) -> tuple[Any, Any] | None:
+    """(starts, exclusive ends) of the time steps when the map says its periods (``time_bnds``
+    or ``period_days``); the end written is the last second of the period."""
+    if "time" not in da.dims or "time" not in da.coords or da["time"].dtype.kind != "M":
+        return None
+    if "time_bnds" not in da.coords and "period_days" not in da.coords:
+        return None
+    from ..query import period_bounds
+
+    start, end = period_bounds(da.coords.to_dataset())
+    return start, end - pd.Timedelta(seconds=1)
+
+
 def _default_blocksize(ny: int, nx: int) -> int:
     """512 px tiles for large maps; smaller power-of-two tiles (>= 16) so small maps still get
     at least one overview level."""
@@ -144,16 +161,19 @@ def _write_one(da2: xr.DataArray, target: Path, *, nodata: Any, blocksize: int,
                 raw.set_band_description(i, bname)
                 if tags.get("units"):
                     raw.set_band_unit(i, tags["units"])
-        level = max(1, math.ceil(math.log2(max(ny, nx) / blocksize))) if overviews else 0
-        options = {"COMPRESS": "DEFLATE", "BLOCKSIZE": blocksize,
-                   "OVERVIEW_RESAMPLING": resampling.upper(),
-                   "OVERVIEWS": "IGNORE_EXISTING" if level else "NONE"}
-        if level:
-            options["OVERVIEW_COUNT"] = level
+            level = max(1, math.ceil(math.log2(max(ny, nx) / blocksize))) if overviews else 0
+            if level:
+                from rasterio.enums import Resampling
+
+                raw.build_overviews([2 ** i for i in range(1, level + 1)], Resampling[resampling])
+        options = {"TILED": "YES", "BLOCKXSIZE": blocksize, "BLOCKYSIZE": blocksize,
+                   "COMPRESS": "DEFLATE", "COPY_SRC_OVERVIEWS": "YES" if level else "NO",
+                   "INTERLEAVE": "BAND"}
         if np.issubdtype(da2.dtype, np.floating):
-            options["PREDICTOR"] = "FLOATING_POINT"
-        # GDAL's COG driver (rio-cogeo's cog_translate drops band units)
-        gdal_copy(str(tmp), str(out_tmp), driver="COG", **options)
+            options["PREDICTOR"] = 3
+        # the classic COG recipe: a tiled GeoTIFF with its overviews copied in front (GDAL's
+        # CreateCopy keeps tags, band descriptions and units; rio-cogeo's translate drops units)
+        gdal_copy(str(tmp), str(out_tmp), driver="GTiff", **options)
         ok, errors, _ = cog_validate(str(out_tmp), quiet=True)
         if not ok:  # pragma: no cover - would be a bug in the writer
             raise StoreError(f"COG validation failed: {errors}", where=str(target),
@@ -227,12 +247,20 @@ def write_cogs(
         raise DataError(f"blocksize {bs} is not a multiple of 16", where="write_cogs(blocksize=)",
                         fix="Use 256 or 512.")
     extra = dict(tags or {})
+    bounds = _period_bounds(da)
+    if bounds is not None and per != "step":
+        extra.setdefault("start_datetime", _iso(bounds[0][0]))
+        extra.setdefault("end_datetime", _iso(bounds[1][-1]))
     jobs: list[tuple[Path, xr.DataArray, Any, list[str]]] = []
+    step_tags: dict[Path, dict[str, str]] = {}
     if "time" in da.dims and per == "step":
         for i in range(da.sizes["time"]):
             t = da["time"].values[i] if "time" in da.coords else i
-            jobs.append((folder / f"{prefix}_{time_label(t)}.tif",
-                         da.isel(time=i).transpose("y", "x"), t, [name]))
+            target = folder / f"{prefix}_{time_label(t)}.tif"
+            if bounds is not None:  # the period the step stands for (STAC start/end_datetime)
+                step_tags[target] = {"start_datetime": _iso(bounds[0][i]),
+                                     "end_datetime": _iso(bounds[1][i])}
+            jobs.append((target, da.isel(time=i).transpose("y", "x"), t, [name]))
     elif "time" in da.dims:
         labels = [time_label(t) for t in (da["time"].values if "time" in da.coords
                                           else range(da.sizes["time"]))]
@@ -252,7 +280,8 @@ def write_cogs(
                              fix="Use --resume to keep it, --overwrite, or another --out.")
         arr = arr.drop_vars([c for c in arr.coords if c not in ("x", "y", "band", "spatial_ref")])
         _write_one(arr, target, nodata=nodata, blocksize=bs, overviews=overviews,
-                   tags=_tags_for(da, extra, t, nodata), band_names=bands,
+                   tags=_tags_for(da, {**extra, **step_tags.get(target, {})}, t, nodata),
+                   band_names=bands,
                    resampling="nearest" if is_categorical(da) else "average")
         written.append(target)
     return written

@@ -84,7 +84,10 @@ def _cache_dir() -> Path:
 
 def _compile(model_str: str) -> Any:
     """lleaves-compile a LightGBM model text; cached on disk by its SHA-256 (per machine)."""
-    import lleaves
+    from ..extras import require
+
+    # lazily: lleaves/llvmlite are the optional extra [fast]
+    lleaves = require("lleaves", "fast", what="forest.engine: lleaves")
 
     sha = hashlib.sha256(model_str.encode()).hexdigest()[:24]
     d = _cache_dir()

@@ -63,11 +63,10 @@ _ARCH_KEYS = ("hidden_size", "dropout", "seq_len", "batch_size", "batches_per_ep
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is a hard dependency
-        raise ImportError("globalflux.models.lstm needs PyTorch: pip install torch") from exc
-    return torch
+    """torch, imported lazily: it is the optional extra [lstm] (hundreds of MB)."""
+    from ..extras import require
+
+    return require("torch", "lstm", what="the LSTM (globalflux.models.lstm)")
 
 
 # --------------------------------------------------------------------------------------------
