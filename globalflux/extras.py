@@ -7,7 +7,7 @@ Two heavy parts are extras:
 extra    packages              needed by
 ======== ===================== ============================================================
 ``lstm`` torch                 the global LSTM (``workflow: cosore_efflux_daily``, LSTM maps)
-``fast`` lleaves, llvmlite     ``forest.engine: lleaves`` (LLVM-compiled forest inference)
+``fast`` lleaves, llvmlite     ``forest.engine: lleaves`` (LLVM-compiled; Python 3.11-3.13)
 ======== ===================== ============================================================
 
 ``pip install "globalflux[test]"`` pulls in both. :func:`require` imports a module of an
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from types import ModuleType
 from typing import Any
 
@@ -44,6 +45,9 @@ class MissingExtraError(GlobalfluxError):
 
 
 def _fix(extra: str) -> str:
+    if extra == "fast" and sys.version_info >= (3, 14):
+        return ("lleaves needs llvmlite 0.44, which has no wheel for Python 3.14: use Python "
+                "3.11-3.13 for it, or forest.engine: lightgbm (same forest, uncompiled) or sklearn")
     return (f'Install the extra: pip install "globalflux[{extra}]" (from a checkout: '
             f'pip install ".[{extra}]")')
 
