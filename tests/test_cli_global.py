@@ -8,6 +8,7 @@ import argparse
 import numpy as np
 import pandas as pd
 import pytest
+import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from globalflux.cli import build_parser, main
