@@ -43,6 +43,7 @@ def srdb_like_map() -> xr.Dataset:
                                          "long_name": "standard deviation across trees"}),
          "zone": (("y", "x"), rng.integers(-1, 3, (6, 8)).astype("int16"),
                   {"units": "1", "long_name": "environmentally similar zone (-1 off land)"}),
+         "land_mask": (("y", "x"), rh > 300, {"units": "1", "long_name": "land"}),
          "land_fraction": (("y", "x"), rng.uniform(0, 1, (6, 8)), {"units": "1",
                                                                    "long_name": "land fraction"})},
         coords=_grid(), attrs={**provenance_attrs(), "title": "srdb-like annual RH"})
@@ -112,9 +113,13 @@ def check_store(path: Path, tmp_path: Path) -> xr.Dataset:
             assert len(np.atleast_1d(attrs["flag_values"])) == len(attrs["flag_meanings"].split())
         if "time" in var.dims and "period_days" in ds.coords:
             assert attrs["cell_methods"].startswith("time: "), name
-        if np.dtype(raw[name].dtype).kind in "iu":  # integer layers read back as integers
+        if attrs.get("dtype") == "bool":  # CF int8 0/1 flags, read back as bool
+            assert raw[name].dtype == np.int8 and ds[name].dtype == bool, name
+            assert list(attrs["flag_values"]) == [0, 1], name
+        elif np.dtype(raw[name].dtype).kind in "iu":  # integer layers read back as integers
             assert ds[name].dtype == raw[name].dtype, name
-            assert ds[name].encoding["_FillValue"] == attrs["_FillValue"], name
+            if "_FillValue" in attrs:  # the fill stays in the encoding, not masked to NaN
+                assert ds[name].encoding["_FillValue"] == attrs["_FillValue"], name
     assert "latitude_longitude" in ds.cf.grid_mapping_names
     if "time" in ds.dims and "period_days" in ds.coords:
         assert ds.cf.bounds["time"] == ["time_bnds"]
@@ -181,7 +186,7 @@ def test_demo_map_and_cube_stores_are_cf(demo_run, tmp_path):
     rh = check_store(demo_run / "maps" / "rh.zarr", tmp_path)
     assert rh["zone"].dtype == np.int16 and rh["zone"].encoding["_FillValue"] == -1
     assert rh["zone"].attrs["flag_meanings"].split()[0] == "zone_0"
-    assert rh["land_mask"].dtype == np.int8
+    assert rh["land_mask"].dtype == bool  # stored as CF int8 flags, read back as bool
     assert rh["rh"].attrs["standard_name"].startswith("surface_upward_mass_flux_of_carbon")
     check_store(demo_run / "maps" / "predictors.zarr", tmp_path)
 
@@ -193,6 +198,8 @@ def test_srdb_like_annual_map_store_is_cf(tmp_path, zarr_format):
     ds = check_store(path, tmp_path)
     assert ds["rh"].attrs["units"] == "g m-2 yr-1" and "carbon" in ds["rh"].attrs["long_name"]
     assert ds["zone"].dtype == np.int16 and (ds["zone"].values == -1).any()
+    assert ds["land_mask"].dtype == bool
+    assert xr.open_zarr(path)["land_mask"].dtype == bool  # plain xarray too
 
 
 def test_lstm_like_daily_map_store_is_cf(tmp_path):

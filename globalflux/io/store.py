@@ -137,9 +137,10 @@ def cf_units(units: str, long_name: str = "") -> tuple[str, str]:
 def _numeric_flags(da: xr.DataArray) -> None:
     """``flag_values`` as numbers of the variable's dtype (in place); drop unparseable ones."""
     attrs = da.attrs
+    dtype = np.dtype("int8") if da.dtype == bool else da.dtype
     if "n_zones" in attrs and "flag_meanings" not in attrs:
         n = int(attrs["n_zones"])
-        attrs["flag_values"] = np.arange(n, dtype=da.dtype)
+        attrs["flag_values"] = np.arange(n, dtype=dtype)
         attrs["flag_meanings"] = " ".join(f"zone_{i}" for i in range(n))
         return
     fv = attrs.get("flag_values")
@@ -156,20 +157,21 @@ def _numeric_flags(da: xr.DataArray) -> None:
             attrs.pop("flag_values")
             attrs.pop("flag_meanings", None)
             return
-        attrs["flag_values"] = np.asarray(vals, dtype=da.dtype)
+        attrs["flag_values"] = np.asarray(vals, dtype=dtype)
     else:
-        attrs["flag_values"] = np.asarray(fv, dtype=da.dtype)
+        attrs["flag_values"] = np.asarray(fv, dtype=dtype)
 
 
-def cf_encode(ds: xr.Dataset) -> xr.Dataset:
+def cf_encode(ds: xr.Dataset, *, for_write: bool = True) -> xr.Dataset:
     """A copy of ``ds`` whose metadata follow CF 1.8 (the one place that decides it).
 
     * ``grid_mapping = "spatial_ref"`` on every data variable with x/y dims (the CRS variable
       written by rioxarray; it is written here from a ``crs_wkt`` when only that is present);
     * units UDUNITS parses (:func:`cf_units`), standard names from the CF table whose canonical
       units the units convert to;
-    * boolean layers stored as ``int8`` 0/1 flags; ``flag_values`` numeric, of the variable's dtype;
-    * integer layers keep a ``_FillValue`` of their dtype (-1 signed, max unsigned by default);
+    * boolean layers stored as ``int8`` 0/1 flags with ``dtype = "bool"`` (read back as bool;
+      ``for_write=False``, used on reading, leaves them bool in memory); ``flag_values`` numeric, of the variable's dtype;
+    * integer layers keep their ``_FillValue`` (from attrs or encoding), cast to their dtype;
     * period means: a ``time_bnds`` coordinate (period start, start + ``period_days``) named by
       ``time.bounds``, and ``cell_methods = "time: mean"`` on variables along ``time`` that give
       none.
@@ -187,12 +189,18 @@ def cf_encode(ds: xr.Dataset) -> xr.Dataset:
         da = ds[name]
         attrs = dict(da.attrs)
         enc = dict(da.encoding)
-        if da.dtype == bool:  # int8: CF 1.8 has no unsigned types
-            da = da.astype("int8")
+        is_bool = da.dtype == bool or attrs.get("dtype") == "bool"
+        if is_bool:
             attrs.setdefault("flag_values", "0 1")
             attrs.setdefault("flag_meanings", "false true")
             for key in ("_FillValue", "fill_value", "dtype"):
                 enc.pop(key, None)
+            attrs.pop("_FillValue", None)
+            if for_write and da.dtype == bool:
+                # CF has no boolean type: 0/1 int8 flags; attrs dtype="bool" makes xarray (and
+                # globalflux) read them back as bool, as xarray does for NetCDF
+                da = da.astype("int8")
+                attrs["dtype"] = "bool"
         if has_crs and "x" in da.dims and "y" in da.dims:
             attrs["grid_mapping"] = "spatial_ref"
             enc.pop("grid_mapping", None)
@@ -209,11 +217,10 @@ def cf_encode(ds: xr.Dataset) -> xr.Dataset:
             attrs["standard_name"] = std
         else:
             attrs.pop("standard_name", None)
-        if da.dtype.kind in "iu":
+        if da.dtype.kind in "iu" and not is_bool:
             fv = enc.get("_FillValue", attrs.pop("_FillValue", None))
-            if fv is None:
-                fv = -1 if da.dtype.kind == "i" else int(np.iinfo(da.dtype).max)
-            enc["_FillValue"] = np.asarray(fv).astype(da.dtype).item()
+            if fv is not None:  # none invented: a layer without one has no missing pixels
+                enc["_FillValue"] = np.asarray(fv).astype(da.dtype).item()
         da = da.copy()
         da.attrs = attrs
         da.encoding = enc
@@ -308,7 +315,7 @@ def open_dataset(path: str | Path, *, chunks: Any = "auto") -> xr.Dataset:
                     ds[n] = da
             # the store's JSON attributes lose dtypes (flag_values) and xarray adds coordinate
             # fill values: restore what a NetCDF written from this Dataset needs to stay CF
-            return cf_encode(ds)
+            return cf_encode(ds, for_write=False)
     except Exception as exc:  # zarr raises many types for a broken store
         raise StoreError(f"cannot open as Zarr ({exc.__class__.__name__}: {exc})", where=str(path),
                          fix="Is it a Zarr store written by globalflux? Rewrite it if it is corrupt.") from None
