@@ -221,3 +221,23 @@ def test_region_written_store_keeps_lazy_coordinates(tmp_path):
                         tmp_path / "rs.zarr", progress=False, attrs=ds.attrs)
     out = check_store(path, tmp_path)
     assert (out["period_days"].values == 1).all()
+
+
+def test_srdb_workflow_map_rh_store_is_cf(tmp_path):
+    """The SRDB workflow's own layers (``map_rh``: mean, SD, quantiles of trees, zone), written
+    as the workflow writes them (provenance attrs, EPSG:4326, ``write_dataset``)."""
+    import rioxarray  # noqa: F401
+
+    from globalflux.workflows.srdb_rh_annual import map_rh
+    from test_srdb_rh import _small_world
+
+    cube, model, feats = _small_world()
+    ds = map_rh(model, cube.chunk({"y": 20, "x": 30}), feats)
+    ds["land_fraction"] = cube["land_fraction"].assign_attrs(units="1", long_name="land fraction")
+    ds.attrs.update(provenance_attrs(), title="srdb_rh_annual: annual RH, 0.5 deg")
+    ds = ds.rio.write_crs("EPSG:4326")
+    path = tmp_path / "rh_0p5deg.zarr"
+    write_dataset(ds, path, mode="w")
+    out = check_store(path, tmp_path)
+    assert out["rh"].attrs["units"] == "g m-2 yr-1"
+    assert out["zone"].dtype == np.int16

@@ -138,6 +138,9 @@ def test_real_run_reduced(shared_data, tmp_path):
     ds = open_dataset(out / "maps" / "rh_0p5deg.zarr")
     assert {"rh", "rh_sd", "rh_q05", "rh_q95", "zone"} <= set(ds.data_vars)
     assert ds.attrs["synthetic"] == "false" and "recipe" in ds.attrs
+    from test_cf import check_store  # CF: cf_xarray + compliance-checker on the real store
+
+    check_store(out / "maps" / "rh_0p5deg.zarr", tmp_path)
     ok, errors, _ = validate_cog(out / "maps" / "cog" / "rh_0p5deg.tif")
     assert ok, errors
     assert (out / "figures" / "zone_map_0p5deg.png").is_file()

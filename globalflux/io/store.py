@@ -167,6 +167,7 @@ def cf_encode(ds: xr.Dataset, *, for_write: bool = True) -> xr.Dataset:
 
     * ``grid_mapping = "spatial_ref"`` on every data variable with x/y dims (the CRS variable
       written by rioxarray; it is written here from a ``crs_wkt`` when only that is present);
+      x/y get ``standard_name``, ``units``, ``axis`` from the CRS where they lack them;
     * units UDUNITS parses (:func:`cf_units`), standard names from the CF table whose canonical
       units the units convert to;
     * boolean layers stored as ``int8`` 0/1 flags with ``dtype = "bool"`` (read back as bool;
@@ -185,6 +186,22 @@ def cf_encode(ds: xr.Dataset, *, for_write: bool = True) -> xr.Dataset:
     if not has_crs and ds.rio.crs is not None:
         ds = ds.rio.write_crs(ds.rio.crs, grid_mapping_name="spatial_ref")
         has_crs = True
+    crs = ds.rio.crs if has_crs else None
+    for axis, dim in (("X", "x"), ("Y", "y")):  # coordinate attributes a CF reader needs
+        if dim not in ds.coords or crs is None:
+            continue
+        a = dict(ds[dim].attrs)
+        if crs.is_geographic:
+            std, units = (("longitude", "degrees_east") if dim == "x" else
+                          ("latitude", "degrees_north"))
+        else:
+            std = f"projection_{dim}_coordinate"
+            units = {"metre": "m", "meter": "m"}.get(crs.linear_units, crs.linear_units)
+        a.setdefault("standard_name", std)
+        a.setdefault("units", units)
+        a.setdefault("long_name", f"{std.replace('_', ' ')} of pixel centre")
+        a.setdefault("axis", axis)
+        ds[dim].attrs = a
     for name in list(ds.data_vars):
         da = ds[name]
         attrs = dict(da.attrs)
