@@ -59,3 +59,18 @@ def test_quiet_turns_bars_off_and_dashboard_goes_to_the_log_once(capsys):
     logging.getLogger("globalflux").info("shown")
     err = capsys.readouterr().err
     assert "shown" in err and "dashboard link" not in err
+
+
+def test_lstm_epochs_bar(capsys):
+    pytest.importorskip("torch")
+    from globalflux.models.lstm import LSTMRegressor
+
+    rng = np.random.default_rng(0)
+    X, y, S = rng.normal(size=(3, 40, 2)), rng.normal(size=(3, 40)), rng.normal(size=(3, 1))
+    m = LSTMRegressor(drivers=("a", "b"), statics=("s",), epochs=2, batches_per_epoch=1,
+                      batch_size=4, seq_len=10, num_threads=1, random_state=0)
+    m.fit(X, y, static=S)
+    assert "LSTM epochs" in capsys.readouterr().err
+    set_progress(False)
+    m.set_params(epochs=1).fit(X, y, static=S)
+    assert "LSTM epochs" not in capsys.readouterr().err
