@@ -218,7 +218,10 @@ def _compile(model_str: str) -> Any:
     :func:`verify_cache_entry` passed; any other entry is discarded and rebuilt. A new entry is
     compiled to a private temporary name, its checksum recorded, then published by rename.
     """
-    import lleaves
+    from ..extras import require
+
+    # lazily: lleaves/llvmlite are the optional extra [fast]
+    lleaves = require("lleaves", "fast", what="forest.engine: lleaves")
 
     key = hashlib.sha256(model_str.encode()).hexdigest()
     d = compiled_cache_dir()

@@ -63,11 +63,10 @@ _ARCH_KEYS = ("hidden_size", "dropout", "seq_len", "batch_size", "batches_per_ep
 
 
 def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is a hard dependency
-        raise ImportError("globalflux.models.lstm needs PyTorch: pip install torch") from exc
-    return torch
+    """torch, imported lazily: it is the optional extra [lstm] (hundreds of MB)."""
+    from ..extras import require
+
+    return require("torch", "lstm", what="the LSTM (globalflux.models.lstm)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,6 +485,10 @@ class LSTMRegressor:
             t_m = torch.from_numpy(np.isfinite(zy)).to(device)
             offs = torch.arange(L, device=device)
             t0 = time.perf_counter()
+            from ..progress import progress_bar  # a bar of epochs (off: set_progress(False))
+
+            bar_cm = progress_bar(max(int(self.epochs) - self.epoch_, 0), "LSTM epochs", unit="epoch")
+            bar = bar_cm.__enter__()
             while self.epoch_ < int(self.epochs):
                 module.train()
                 total, count = 0.0, 0
@@ -506,12 +509,15 @@ class LSTMRegressor:
                     count += 1
                 self.epoch_ += 1
                 self.loss_history_.append(total / max(count, 1))
+                bar.update(1)
+                bar.set_postfix_str(f"loss {self.loss_history_[-1]:.4f}")
                 if self.verbose and self.epoch_ % int(self.verbose) == 0:
                     log.info("LSTM epoch %d/%d: loss %.5f (%.1f s)", self.epoch_, self.epochs,
                              self.loss_history_[-1], time.perf_counter() - t0)
                 if checkpoint is not None and (self.epoch_ % int(checkpoint_every) == 0
                                                or self.epoch_ == int(self.epochs)):
                     self._save(checkpoint, opt, rng)
+            bar_cm.__exit__(None, None, None)
         self.fit_seconds_ = time.perf_counter() - t0
         module.eval()
         return self
