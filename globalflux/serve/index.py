@@ -343,8 +343,9 @@ class RunIndex:
         return lay
 
     def data(self, layer: Layer) -> xr.DataArray:
-        """The layer's lazy DataArray (with its CRS)."""
-        return self.stores[layer.store].ds[layer.name]
+        """The layer's lazy DataArray (with its CRS), dims in (time,) y, x order."""
+        da = self.stores[layer.store].ds[layer.name]
+        return da.transpose(*[d for d in ("time", "y", "x") if d in da.dims])
 
     def bbox(self) -> tuple[float, float, float, float]:
         """Outer edges (W, S, E, N) of every store, in degrees (EPSG:4326)."""

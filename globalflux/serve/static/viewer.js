@@ -239,7 +239,7 @@
     var count = s.values.filter(function (v) { return v !== null; }).length;
     var u = layer.units ? " " + esc(layer.units) : "";
     var html = "<h3>At the clicked pixel: " + esc(layer.name) + "</h3>";
-    html += "<div class='units'>pixel centre "  + s.x.toFixed(4) + ", " + s.y.toFixed(4) +
+    html += "<div class='units'>pixel centre " + s.x.toFixed(4) + ", " + s.y.toFixed(4) +
       " (row " + s.row + ", column " + s.col + ")</div>";
     if (!count) {
       html += "<p class='hint'>No data at this pixel (sea, or outside the mapped area).</p>";
