@@ -237,7 +237,7 @@
     var s = state.series, layer = layerById(s.layer), el = $("series");
     var t = layer.static ? 0 : Math.min(state.t, s.values.length - 1);
     var count = s.values.filter(function (v) { return v !== null; }).length;
-    var u = layer.units ? " " + esc(layer.units) : "";
+    var u = layer.units && layer.units !== "1" ? " " + esc(layer.units) : "";
     var html = "<h3>At the clicked pixel: " + esc(layer.name) + "</h3>";
     html += "<div class='units'>pixel centre " + s.x.toFixed(4) + ", " + s.y.toFixed(4) +
       " (row " + s.row + ", column " + s.col + ")</div>";
@@ -320,7 +320,7 @@
       });
       sel.appendChild(g);
     });
-    var map = L.map("map", { zoomSnap: 0.25, maxZoom: 22, worldCopyJump: false });
+    var map = L.map("map", { zoomSnap: 1, maxZoom: 22, worldCopyJump: false });
     state.map = map;
     map.attributionControl.setPrefix("Leaflet");
     map.attributionControl.addAttribution(meta.synthetic ? "SYNTHETIC data · globalflux" : "globalflux");
