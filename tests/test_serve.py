@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-
 from _serve_helpers import land_pixel, make_demo_run, serving, tiny_demo_args
 
 pytest.importorskip("rio_tiler", reason="pip install 'globalflux[serve]'")

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-
 from _serve_helpers import land_pixel, make_demo_run, serving
 
 pytestmark = pytest.mark.browser

@@ -256,9 +256,11 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise GlobalfluxError(f"address {host}:{port} is already in use", where="--port",
-                                      fix="Choose another port with --port (0 picks a free one).")
+                                      fix="Choose another port with --port (0 picks a free one)."
+                                      ) from None
             raise GlobalfluxError(f"cannot bind {host}:{port} ({exc.strerror})", where="--host",
-                                  fix="Use --host 127.0.0.1 or an address of this machine.")
+                                  fix="Use --host 127.0.0.1 or an address of this machine."
+                                  ) from None
         app = make_app(index, host=host)
         server = HTTPServer(app, xheaders=False)
         server.add_sockets(sockets)

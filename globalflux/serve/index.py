@@ -171,7 +171,7 @@ def _periods(ds: xr.Dataset) -> list[dict[str, Any]]:
         days = np.asarray(ds["period_days"].values, dtype="int64")
         if days.size == len(starts) and (days > 0).all():  # 0 = not written: end unknown
             ends = starts + pd.to_timedelta(days - 1, unit="D")
-    for p, s, i in zip(out, starts, range(len(out))):
+    for i, (p, s) in enumerate(zip(out, starts, strict=True)):
         p["start"] = f"{s:%Y-%m-%d}"
         if ends is not None:
             p["end"] = f"{ends[i]:%Y-%m-%d}"
@@ -205,8 +205,8 @@ def _categories(da: xr.DataArray, sample: np.ndarray) -> tuple[tuple[int, str], 
         meanings = str(da.attrs.get("flag_meanings", "")).split()
         if len(meanings) != len(values):
             meanings = [str(v) for v in values]
-        return tuple((v, m.replace("_", " ")) for v, m in zip(values, meanings))
-    if dt == bool:
+        return tuple((v, m.replace("_", " ")) for v, m in zip(values, meanings, strict=True))
+    if dt.kind == "b":
         return ((0, "false"), (1, "true"))
     if dt.kind not in "iu":
         return None

@@ -58,7 +58,7 @@ def legend_colours(layer: Layer) -> dict[str, Any]:
     if layer.kind == "categorical":
         cols = _category_colours(len(layer.categories))
         return {"categories": [{"value": v, "label": lab, "color": _hex(c)}
-                               for (v, lab), c in zip(layer.categories, cols)]}
+                               for (v, lab), c in zip(layer.categories, cols, strict=True)]}
     ramp = _ramp()
     stops = [_hex(ramp[int(round(i))]) for i in np.linspace(0, 255, 11)]
     return {"vmin": layer.vmin, "vmax": layer.vmax, "ramp": RAMP, "stops": stops}
@@ -66,7 +66,7 @@ def legend_colours(layer: Layer) -> dict[str, Any]:
 
 def _category_cmap(layer: Layer) -> dict[int, tuple[int, int, int, int]]:
     cols = _category_colours(len(layer.categories))
-    return {int(v): tuple(int(x) for x in c) for (v, _), c in zip(layer.categories, cols)}
+    return {int(v): tuple(int(x) for x in c) for (v, _), c in zip(layer.categories, cols, strict=True)}
 
 
 def _read_tile(index: RunIndex, layer: Layer, t: str, z: int, x: int, y: int):
@@ -172,8 +172,10 @@ def render_tile(index: RunIndex, layer: Layer, t: str, z: int, x: int, y: int, *
                 rgba[i][hit] = col[i]
         png = _png(rgba)
     else:
-        arr = np.ma.masked_invalid(img.array.astype("float64"))
-        img.array = arr
+        data = np.ma.getdata(img.array).astype("float64")
+        mask = np.ma.getmaskarray(img.array) | ~np.isfinite(data)
+        # fill value 0 (not the NaN nodata) so rio-tiler's cast to uint8 stays quiet
+        img.array = np.ma.MaskedArray(np.where(mask, 0.0, data), mask=mask, fill_value=0)
         stretched = img.rescale(in_range=((layer.vmin, layer.vmax),))
         png = stretched.render(img_format="PNG", colormap=_ramp())
     _CACHE.put(key, png)
@@ -228,6 +230,13 @@ def _values(da: xr.DataArray, iy: int, ix: int) -> list[float | None]:
     return [_number(a) for a in np.atleast_1d(v)]
 
 
+def _along(vals: list[float | None], n: int) -> list[float | None] | None:
+    """``vals`` on a time axis of ``n`` steps: as is, a static value repeated, else None."""
+    if len(vals) == n:
+        return vals
+    return vals * n if len(vals) == 1 else None
+
+
 def point_series(index: RunIndex, layer: Layer, lon: float, lat: float) -> dict[str, Any]:
     """The layer's values at the pixel holding (lon, lat), one per time step, with its band.
 
@@ -246,16 +255,19 @@ def point_series(index: RunIndex, layer: Layer, lon: float, lat: float) -> dict[
         {"label": STATIC, "start": None, "end": None}]
     band = None
     if layer.band is not None:
-        b = layer.band
+        b, n = layer.band, len(values)
         if b.kind == "interval":
-            lo, hi = _values(ds[b.lo], iy, ix), _values(ds[b.hi], iy, ix)
+            lo, hi = _along(_values(ds[b.lo], iy, ix), n), _along(_values(ds[b.hi], iy, ix), n)
         else:
-            sd = _values(ds[b.lo], iy, ix)
-            if len(sd) == 1 and len(values) > 1:
-                sd = sd * len(values)
-            lo = [None if v is None or s is None else v - s for v, s in zip(values, sd)]
-            hi = [None if v is None or s is None else v + s for v, s in zip(values, sd)]
-        band = {"label": b.label, "kind": b.kind, "lo": lo, "hi": hi}
+            sd = _along(_values(ds[b.lo], iy, ix), n)
+            lo = hi = None
+            if sd is not None:
+                lo = [None if v is None or e is None else v - e
+                      for v, e in zip(values, sd, strict=True)]
+                hi = [None if v is None or e is None else v + e
+                      for v, e in zip(values, sd, strict=True)]
+        if lo is not None and hi is not None:
+            band = {"label": b.label, "kind": b.kind, "lo": lo, "hi": hi}
     aoa = None
     if layer.aoa is not None:
         a = _values(ds[layer.aoa], iy, ix)

@@ -320,7 +320,7 @@
       });
       sel.appendChild(g);
     });
-    var map = L.map("map", { zoomSnap: 1, maxZoom: 22, worldCopyJump: false });
+    var map = L.map("map", { zoomSnap: 1, maxZoom: 22, worldCopyJump: false, fadeAnimation: false });
     state.map = map;
     map.attributionControl.setPrefix("Leaflet");
     map.attributionControl.addAttribution(meta.synthetic ? "SYNTHETIC data · globalflux" : "globalflux");
