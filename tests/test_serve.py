@@ -338,12 +338,12 @@ def test_a_single_store_can_be_served_and_finds_its_cogs(demo_run):
 def test_serve_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     from globalflux.cli import main
 
-    assert main(["serve", str(tmp_path / "missing")]) == 2
+    assert main(["serve", str(tmp_path / "missing"), "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing: not found" in err[0]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["serve", str(empty)]) == 2
+    assert main(["serve", str(empty), "--port", "0"]) == 2
     assert "holds no Zarr map store" in capsys.readouterr().err
     assert main(["serve", str(empty), "--port", "70000"]) == 2
     assert "--port: port 70000 is not in 0..65535" in capsys.readouterr().err

@@ -222,6 +222,19 @@ def make_app(index: RunIndex, *, host: str = "127.0.0.1", workers: int = 4) -> t
     )
 
 
+def _bind(host: str, port: int) -> list:
+    """Listening sockets on ``host:port``; a taken port or a foreign address is a bad input."""
+    try:
+        return bind_sockets(port, address=host)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise GlobalfluxError(f"address {host}:{port} is already in use", where="--port",
+                                  fix="Choose another port with --port, or --port 0 for a free "
+                                  "one.") from None
+        raise GlobalfluxError(f"cannot bind {host}:{port} ({exc.strerror})", where="--host",
+                              fix="Use --host 127.0.0.1 or an address of this machine.") from None
+
+
 def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
           out=sys.stdout) -> int:
     """Serve the viewer of a run folder (or store) until interrupted; returns 0.
@@ -242,8 +255,16 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
     InputFileError
         The path holds no map store. ``GlobalfluxError``: the port is taken.
     """
-    t0 = time.perf_counter()
-    index = open_run(path)
+    if not Path(path).expanduser().exists():  # the cheap checks first, then the port
+        open_run(path)
+    sockets = _bind(host, port)  # a taken port fails before the (longer) indexing
+    try:
+        t0 = time.perf_counter()
+        index = open_run(path)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
     log.info("serve: indexed %d store(s), %d layer(s) in %.1f s", len(index.stores),
              len(index.layers), time.perf_counter() - t0)
     if host not in _LOOPBACK:
@@ -251,16 +272,6 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
                     "machines", host)
 
     async def main() -> None:
-        try:
-            sockets = bind_sockets(port, address=host)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise GlobalfluxError(f"address {host}:{port} is already in use", where="--port",
-                                      fix="Choose another port with --port (0 picks a free one)."
-                                      ) from None
-            raise GlobalfluxError(f"cannot bind {host}:{port} ({exc.strerror})", where="--host",
-                                  fix="Use --host 127.0.0.1 or an address of this machine."
-                                  ) from None
         app = make_app(index, host=host)
         server = HTTPServer(app, xheaders=False)
         server.add_sockets(sockets)

@@ -145,9 +145,21 @@ def _is_store(path: Path) -> bool:
 
 
 def _time_labels(ds: xr.Dataset) -> list[str]:
+    """One URL-safe label per time step: ``YYYY-MM-DD`` (as the COG file names and tags), with
+    the time of day when dates repeat, the step's index when the axis has no coordinate."""
     from ..io.cog import time_label
 
-    return [time_label(t) for t in ds["time"].values] if "time" in ds.coords else []
+    if "time" not in ds.dims:
+        return []
+    if "time" not in ds.coords:
+        return [str(i) for i in range(ds.sizes["time"])]
+    values = ds["time"].values
+    labels = [time_label(t) for t in values]
+    if len(set(labels)) < len(labels) and np.issubdtype(values.dtype, np.datetime64):
+        labels = [f"{t:%Y-%m-%dT%H%M%S}" for t in pd.DatetimeIndex(values)]
+    if len(set(labels)) < len(labels) or not all(SAFE_NAME.match(x) for x in labels):
+        labels = [str(i) for i in range(len(labels))]
+    return labels
 
 
 def _periods(ds: xr.Dataset) -> list[dict[str, Any]]:
@@ -155,7 +167,7 @@ def _periods(ds: xr.Dataset) -> list[dict[str, Any]]:
     if "time" not in ds.dims:
         return [{"label": STATIC, "start": None, "end": None}]
     labels = _time_labels(ds)
-    out = [{"label": lab, "start": lab, "end": None} for lab in labels]
+    out: list[dict[str, Any]] = [{"label": lab, "start": None, "end": None} for lab in labels]
     if not np.issubdtype(ds["time"].dtype, np.datetime64):
         return out
     starts = pd.DatetimeIndex(ds["time"].values)
@@ -405,7 +417,7 @@ class RunIndex:
 
 def _layers_of(store_id: str, ds: xr.Dataset, cogs: list[dict[str, Any]]) -> dict[str, Layer]:
     grid = _store_grid(ds)
-    labels = _time_labels(ds) if "time" in ds.dims else []
+    labels = _time_labels(ds)
     names = {str(n) for n, v in ds.data_vars.items()
              if "x" in v.dims and "y" in v.dims and set(v.dims) <= {"time", "y", "x"}}
     aoa = next((n for n in sorted(names) if _is_aoa(n, ds[n])), None)
