@@ -83,7 +83,7 @@ class _BaseHandler(tornado.web.RequestHandler):
             if isinstance(exc, tornado.web.HTTPError):
                 message = exc.reason or message
                 if status_code == 403 and message == "Forbidden":
-                    message = "path outside the static folder"
+                    message = "forbidden: not a file inside the static folder"
             elif status_code >= 500:
                 message = (f"internal error ({exc.__class__.__name__}); see the server's log and "
                            "report it")

@@ -259,10 +259,10 @@ def _find_band(name: str, names: set[str], ds: xr.Dataset) -> Band | None:
     for suf in _SPREAD_SUFFIXES:
         if name + suf in names:
             n = name + suf
-            return Band("spread", n, n, f"+- 1 {ds[n].attrs.get('long_name', n)}")
+            return Band("spread", n, n, f"±1 {ds[n].attrs.get('long_name', n)}")
     for n in str(ds[name].attrs.get("ancillary_variables", "")).split():
         if n in names:
-            return Band("spread", n, n, f"+- 1 {ds[n].attrs.get('long_name', n)}")
+            return Band("spread", n, n, f"±1 {ds[n].attrs.get('long_name', n)}")
     return None
 
 
