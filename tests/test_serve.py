@@ -378,3 +378,33 @@ def test_run_with_serve_starts_the_viewer_on_the_new_run_folder(tmp_path):
         assert meta["run"] == "demo" and meta["synthetic"] is True
         assert (out / "report.md").is_file()
     shutil.rmtree(out)
+
+
+def test_band_and_category_detection_is_generic_over_variable_names():
+    from globalflux.serve.index import _categories, _find_band, _is_aoa
+
+    z = np.zeros((2, 3), dtype="float32")
+    ds = xr.Dataset({n: (("y", "x"), z) for n in
+                     ("efflux", "efflux_lower", "efflux_upper", "gpp", "gpp_uncertainty",
+                      "nee", "nee_err", "tsoil")})
+    ds["nee"].attrs["ancillary_variables"] = "nee_err"
+    ds["gpp_uncertainty"].attrs["long_name"] = "GPP spread"
+    names = set(ds.data_vars)
+    assert _find_band("efflux", names, ds).to_json() == {
+        "kind": "interval", "lo": "efflux_lower", "hi": "efflux_upper",
+        "label": "efflux_lower .. efflux_upper"}
+    assert _find_band("gpp", names, ds).label == "±1 GPP spread"
+    assert _find_band("nee", names, ds).lo == "nee_err"
+    assert _find_band("tsoil", names, ds) is None
+    assert _is_aoa("aoa", ds["tsoil"]) and _is_aoa("rh_aoa", ds["tsoil"])
+    assert _is_aoa("inside", ds["tsoil"].assign_attrs(long_name="Area of Applicability"))
+    assert not _is_aoa("di", ds["tsoil"].assign_attrs(long_name="dissimilarity index"))
+    flags = xr.DataArray(z.astype("uint8"), dims=("y", "x"),
+                         attrs={"flag_values": [0, 1, 2], "flag_meanings": "a b c_d"})
+    assert _categories(flags, np.zeros(4)) == ((0, "a"), (1, "b"), (2, "c d"))
+    # a zone map with a non-CF flag_values text: its classes come from n_zones
+    zone = xr.DataArray(z, dims=("y", "x"), attrs={"flag_values": "-1 = not labelled",
+                                                   "n_zones": 3})
+    zone.encoding["dtype"] = np.dtype("int16")
+    assert _categories(zone, np.array([0.0, 2.0, np.nan])) == ((0, "0"), (1, "1"), (2, "2"))
+    assert _categories(ds["tsoil"], np.array([0.5, 1.5])) is None  # floats: continuous
