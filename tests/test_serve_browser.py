@@ -130,6 +130,14 @@ def test_page_shows_the_map_and_a_clicked_land_pixel_series(driver, demo_run, tm
         assert float(shown.split()[0]) == pytest.approx(float(rh[10, r, c]), rel=1e-3)
         assert "2020-03-21" in panel.text  # the period of step 10 (8-day periods from Jan 1)
         assert driver.find_elements(By.CSS_SELECTOR, "#series-chart path")
+        # a click on the chart's left end moves the period slider to the first period
+        chart = driver.find_element(By.ID, "series-chart")
+        ActionChains(driver).move_to_element_with_offset(
+            chart, -chart.size["width"] // 2 + 56, 0).click().perform()
+        _wait(driver, "return window.gfViewer.t === 0;", timeout=10, what="chart click")
+        assert slider.get_attribute("value") == "0"
+        assert float(driver.find_element(By.ID, "series-value").text.split()[0]) == \
+            pytest.approx(float(rh[0, r, c]), rel=1e-3)
         # switching the layer keeps the point and shows that layer's value there
         driver.execute_script("var s = document.getElementById('layer'); s.value = 'rh/zone';"
                               "s.dispatchEvent(new Event('change'));")

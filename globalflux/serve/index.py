@@ -318,9 +318,9 @@ def _scan_cogs(folder: Path) -> list[dict[str, Any]]:
 def _open_store(path: Path) -> xr.Dataset:
     import rioxarray  # noqa: F401  (registers .rio)
 
-    from ..io.store import open_dataset
+    from ..query import open_map
 
-    ds = open_dataset(path, chunks={})
+    ds = open_map(path)  # a store still being written shows only its completed blocks
     if ds.rio.crs is None:
         wkt = ds["spatial_ref"].attrs.get("crs_wkt") if "spatial_ref" in ds.coords else None
         if not wkt:
@@ -405,7 +405,8 @@ class RunIndex:
             entry.update(legend_colours(lay))
             layers.append(entry)
         stores = [{"id": s.id, "title": str(s.ds.attrs.get("title", s.id)), "periods": s.periods,
-                   "complete": str(s.ds.attrs.get("globalflux_complete", "")) == "true"}
+                   "complete": str(s.ds.attrs.get("globalflux_complete", "")) == "true",
+                   "partial": s.ds.attrs.get("globalflux_partial")}
                   for s in self.stores.values()]
         return {
             "title": self.title, "synthetic": self.synthetic, "note": self.note,

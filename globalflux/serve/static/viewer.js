@@ -167,8 +167,10 @@
     });
   }
 
+  var CHART = { width: 350, height: 170, left: 54, right: 8 };
+
   function chart(s, t) {
-    var W = 350, H = 170, L0 = 54, R0 = 8, T0 = 8, B0 = 22;
+    var W = CHART.width, H = CHART.height, L0 = CHART.left, R0 = CHART.right, T0 = 8, B0 = 22;
     var n = s.values.length;
     var ys = [];
     s.values.forEach(function (v, i) {
@@ -282,6 +284,15 @@
       html += "</table></details>";
     }
     el.innerHTML = html;
+    var svg = document.getElementById("series-chart");
+    if (svg && !layer.static) {  // a click on the chart moves the slider to that period
+      svg.style.cursor = "pointer";
+      svg.addEventListener("click", function (e) {
+        var r = svg.getBoundingClientRect(), n = s.values.length;
+        var f = (e.clientX - r.left - CHART.left) / (CHART.width - CHART.left - CHART.right);
+        setTime(Math.round(Math.max(0, Math.min(1, f)) * (n - 1)));
+      });
+    }
     el.setAttribute("data-state", "ready");
     el.setAttribute("data-count", String(count));
   }
@@ -310,7 +321,8 @@
     var sel = $("layer");
     meta.stores.forEach(function (st) {
       var g = document.createElement("optgroup");
-      g.label = st.id + ".zarr — " + st.title;
+      g.label = st.id + ".zarr — " + st.title +
+        (st.partial ? " (being written: " + st.partial + ")" : "");
       meta.layers.forEach(function (l) {
         if (l.store !== st.id) { return; }
         var o = document.createElement("option");
