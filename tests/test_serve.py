@@ -408,3 +408,27 @@ def test_band_and_category_detection_is_generic_over_variable_names():
     zone.encoding["dtype"] = np.dtype("int16")
     assert _categories(zone, np.array([0.0, 2.0, np.nan])) == ((0, "0"), (1, "1"), (2, "2"))
     assert _categories(ds["tsoil"], np.array([0.5, 1.5])) is None  # floats: continuous
+
+
+def test_cogs_serve_only_the_store_whose_grid_they_share(demo_run, tmp_path):
+    from globalflux.io.store import write_dataset
+    from globalflux.serve.index import open_run
+    from globalflux.serve.render import point_series
+
+    run = tmp_path / "run"
+    (run / "maps").mkdir(parents=True)
+    shutil.copytree(demo_run / "maps" / "cog", run / "maps" / "cog")
+    shutil.copytree(demo_run / "maps" / "rh.zarr", run / "maps" / "rh.zarr")
+    src = xr.open_zarr(demo_run / "maps" / "rh.zarr")
+    coarse = src[["rh"]].coarsen(x=2, y=2).mean()  # a second map of the same variable
+    coarse["rh"].attrs.update(src["rh"].attrs)
+    coarse.attrs.update(src.attrs)
+    write_dataset(coarse.rio.write_crs("EPSG:4326"), run / "maps" / "rh_coarse.zarr")
+    index = open_run(run)
+    assert len(index.layer("rh/rh").cogs) == src.sizes["time"]
+    assert not index.layer("rh_coarse/rh").cogs  # same name and times, other grid: Zarr tiles
+    _, _, lon, lat = land_pixel(run / "maps" / "rh.zarr")
+    s = point_series(index, index.layer("rh_coarse/rh"), lon, lat)
+    stored = xr.open_zarr(run / "maps" / "rh_coarse.zarr")["rh"]
+    np.testing.assert_array_equal(np.float32(s["values"]), stored.values[:, s["row"], s["col"]])
+    assert stored["x"].values[s["col"]] == pytest.approx(s["x"])

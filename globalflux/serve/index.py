@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import rasterio
 import xarray as xr
 
 from ..errors import DataError, InputFileError
@@ -272,7 +273,16 @@ def _is_aoa(name: str, da: xr.DataArray) -> bool:
 
 
 def _grid_key(shape: tuple[int, int], transform: tuple[float, ...]) -> tuple:
-    return (int(shape[0]), int(shape[1])) + tuple(round(float(v), 9) for v in transform)
+    return (int(shape[0]), int(shape[1])) + tuple(float(v) for v in transform)
+
+
+def _same_grid(a: tuple | None, b: tuple | None) -> bool:
+    """Same shape, and affine transforms equal to 1/1000 of a pixel."""
+    if a is None or b is None or a[:2] != b[:2]:
+        return False
+    ta, tb = np.array(a[2:]), np.array(b[2:])
+    tol = 1e-3 * max(abs(ta[0]), abs(ta[4]))
+    return bool(np.allclose(ta, tb, rtol=0.0, atol=tol))
 
 
 def _store_grid(ds: xr.Dataset) -> tuple | None:
@@ -286,8 +296,6 @@ def _store_grid(ds: xr.Dataset) -> tuple | None:
 
 def _scan_cogs(folder: Path) -> list[dict[str, Any]]:
     """Variable, time labels and grid of every COG directly in ``folder``."""
-    import rasterio
-
     out = []
     if not folder.is_dir():
         return out
@@ -391,7 +399,7 @@ class RunIndex:
 
     def metadata(self) -> dict[str, Any]:
         """The JSON the page starts from (see :func:`globalflux.serve.app` for the API)."""
-        from .render import legend_colours
+        from .render import legend_colours  # render imports this module
 
         layers = []
         for lay in self.layers.values():
@@ -451,7 +459,7 @@ def _layers_of(store_id: str, ds: xr.Dataset, cogs: list[dict[str, Any]]) -> dic
             else:
                 lay.vmin, lay.vmax = 0.0, 1.0
         for c in cogs:
-            if c["variable"] != name or c["grid"] != grid:
+            if c["variable"] != name or not _same_grid(c["grid"], grid):
                 continue
             for band_i, lab in enumerate(c["labels"], start=1):
                 if lab in times:

@@ -6,6 +6,10 @@ from the Zarr store through rio-tiler's ``XarrayReader``. Resampling is nearest,
 tile shows a value of the map. Continuous layers are stretched from ``vmin`` to ``vmax`` over
 the ``viridis`` ramp, categorical ones take ``tab10``/``tab20`` colours; no-data is transparent.
 The applicability overlay greys the pixels outside the area of applicability.
+
+rio-tiler (the optional ``globalflux[serve]`` extra) and matplotlib's colour tables are imported
+inside the functions that use them, so that importing this module stays cheap and a missing
+extra is reported by :func:`globalflux.serve.require` with the pip command.
 """
 
 from __future__ import annotations
