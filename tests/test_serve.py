@@ -373,10 +373,12 @@ def test_run_serve_is_off_by_default():
 def test_run_with_serve_starts_the_viewer_on_the_new_run_folder(tmp_path):
     out = tmp_path / "demo"
     args = [*tiny_demo_args(out), "--serve", "--serve-port", "0"]
-    with serving(args) as (url, _proc):
+    with serving(args) as (url, proc):
         meta = _json(url, "/api/run")
         assert meta["run"] == "demo" and meta["synthetic"] is True
         assert (out / "report.md").is_file()
+    assert proc.returncode == 0  # SIGTERM stops the viewer cleanly
+    assert "globalflux: viewer stopped" in proc.stdout.read()
     shutil.rmtree(out)
 
 

@@ -28,6 +28,7 @@ import errno
 import json
 import logging
 import math
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -279,8 +280,15 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         print(f"globalflux: serving {index.root} ({len(index.layers)} layers) at "
               f"http://{shown}:{bound[1]}/  (Ctrl-C stops)", file=out, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C or a service manager: stop cleanly
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):  # pragma: no cover
+                pass  # not the main thread, or a platform without them: Ctrl-C still interrupts
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             server.stop()
             app.settings["pool"].shutdown(wait=False, cancel_futures=True)
@@ -288,5 +296,6 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
-        print("globalflux: viewer stopped", file=out, flush=True)
+        pass
+    print("globalflux: viewer stopped", file=out, flush=True)
     return 0
