@@ -193,6 +193,53 @@ def bench_zoned_forest(rows, w, table, cols, *, quick: bool):
              "pixel-steps/s/core", zones=4, trees_per_zone=100, pixels=len(P))
 
 
+def bench_cold_start(rows, w, table, cols, *, quick: bool, tmp: Path):
+    """Cold start of a map worker: load and verify a zoned-forest model package (lleaves
+    engine), then the first chunk's prediction including compiling each zone's forest into an
+    empty compile cache, then the same first prediction from a freshly loaded package with the
+    compiled forests cached."""
+    import os
+
+    from .io.model_package import load_model, write_package
+    from .models.forest import ZonedForestRegressor
+    from .testing.synthetic import FACTORS
+    from .zones import ZoneClassifier
+
+    n_trees = 10 if quick else 100
+    model = ZonedForestRegressor(
+        zone_factors=list(FACTORS), zone_classifier=ZoneClassifier(n_zones=4, n_iter=20),
+        n_estimators=n_trees, eliminate=False, engine="lleaves", n_jobs=1, random_state=0,
+    ).fit(table[cols], table["rh"].to_numpy("float64"), groups=table["site_id"].astype(str))
+    folder = write_package(tmp / "cold-start-model", model)
+    # a map chunk's worth of rows, so every zone's table is large enough to use the compiled model
+    P = pd.DataFrame(_pixel_rows(w.cube, cols, 100_000), columns=cols)
+    old = os.environ.get("GLOBALFLUX_LLEAVES_CACHE")
+    os.environ["GLOBALFLUX_LLEAVES_CACHE"] = str(tmp / "cold-start-cache")
+    try:
+        t = time.perf_counter()
+        loaded = load_model(folder)
+        t_load = time.perf_counter() - t
+        t = time.perf_counter()
+        loaded.predict(P)
+        t_first = time.perf_counter() - t
+        again = load_model(folder)
+        t = time.perf_counter()
+        again.predict(P)
+        t_warm = time.perf_counter() - t
+    finally:
+        if old is None:
+            os.environ.pop("GLOBALFLUX_LLEAVES_CACHE", None)
+        else:
+            os.environ["GLOBALFLUX_LLEAVES_CACHE"] = old
+    size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
+    _row(rows, "cold start", "load + verify zoned forest package", t_load, "s",
+         zones=4, trees_per_zone=n_trees, package_mib=round(size, 2))
+    _row(rows, "cold start", "first chunk predict incl. compiling (empty cache)", t_first, "s",
+         pixels=len(P), note="once per worker and model; then cached per user")
+    _row(rows, "cold start", "first chunk predict, compiled forests cached", t_warm, "s",
+         pixels=len(P))
+
+
 def bench_zones(rows, w, table, *, quick: bool):
     from .testing.synthetic import FACTORS
     from .zones import ZoneClassifier
@@ -396,6 +443,7 @@ def run_suite(*, quick: bool = False, client=None, tmp: str | Path | None = None
         w, table, cols, fast = bench_forest(rows, quick=quick, loso=loso,
                                             num_leaves=31 if quick else 127)
         bench_zones(rows, w, table, quick=quick)
+        bench_cold_start(rows, w, table, cols, quick=quick, tmp=tmpdir)
         if not quick:
             bench_zoned_forest(rows, w, table, cols, quick=quick)
         bench_lstm(rows, quick=quick)

@@ -77,6 +77,22 @@ def _add_bench(sub) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS")
 
 
+def _add_map(sub) -> None:
+    p = sub.add_parser("map", help="apply a model package to a predictor cube (resumable Zarr)")
+    p.add_argument("model", help="model package folder (RUN/model)")
+    p.add_argument("cube", help="predictor cube: a Zarr store (e.g. RUN/maps/predictors.zarr) "
+                   "or a static_cube recipe")
+    p.add_argument("--out", required=True, help="output Zarr store (must not exist unless --resume)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="address of an existing Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--bbox", default=None, metavar="W,S,E,N", help="map only this box")
+    p.add_argument("--time", default=None, metavar="START[/END]", help="map only these steps")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted --out store")
+    p.add_argument("--cog", action="store_true", help="also write COGs into STORE/cog/")
+    p.add_argument("--stac", action="store_true",
+                   help="also write COGs and a STAC Collection (relative hrefs) into STORE/stac/")
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="a local web map of a run's layers (time, legend, pixel series)")
     p.add_argument("run", metavar="RUN_OR_STORE",
@@ -101,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sites(sub)
     _add_query(sub)
     _add_bench(sub)
+    _add_map(sub)
     _add_serve(sub)
     return parser
 
@@ -148,6 +165,12 @@ def _cmd_bench(args) -> int:
     return cli_main(args)
 
 
+def _cmd_map(args) -> int:
+    from .workflows.map_cli import main as map_main
+
+    return map_main(args)
+
+
 def _serve_port(port: int | None) -> int:
     from .serve import DEFAULT_PORT, require
 
@@ -172,6 +195,7 @@ _COMMANDS = {
     "sites": _cmd_sites,
     "query": _cmd_query,
     "bench": _cmd_bench,
+    "map": _cmd_map,
     "serve": _cmd_serve,
 }
 

@@ -55,6 +55,9 @@ from .errors import DataError, StoreError
 
 __all__ = [
     "apply_to_cube",
+    "map_cube",
+    "check_inputs",
+    "subset_cube",
     "predict_block",
     "scatter_model",
     "map_to_store",
@@ -69,15 +72,17 @@ log = logging.getLogger("globalflux")
 
 
 def predict_block(*arrays: np.ndarray, estimator: Any, method: str, dtype: str, fill: float,
-                  columns: Sequence[str] | None = None) -> np.ndarray:
+                  columns: Sequence[str] | None = None, width: int = 0,
+                  method_kwargs: Mapping[str, Any] | None = None) -> np.ndarray:
     """Predict one block: ``arrays`` are the feature arrays (same shape); the last input is the mask.
 
     Pixels outside the mask or with any non-finite feature get ``fill``. A block with no valid
     pixel returns at once without calling the estimator (and without stacking the features).
+    ``width > 0``: the method returns (n, width) and the block gets a trailing axis of that size.
     """
     *feats, mask = arrays
     shape = np.broadcast_shapes(*(np.shape(f) for f in feats), np.shape(mask))
-    out = np.full(shape, fill, dtype=dtype)
+    out = np.full(shape + ((width,) if width else ()), fill, dtype=dtype)
     m = np.broadcast_to(np.asarray(mask, dtype=bool), shape).reshape(-1)
     if not m.any():
         return out
@@ -103,14 +108,18 @@ def predict_block(*arrays: np.ndarray, estimator: Any, method: str, dtype: str, 
         import pandas as pd
 
         Xv = pd.DataFrame(Xv, columns=list(columns))
-    pred = getattr(estimator, method)(Xv)
-    out.reshape(-1)[ok] = np.asarray(pred).astype(dtype, copy=False)
+    pred = getattr(estimator, method)(Xv, **dict(method_kwargs or {}))
+    if width:
+        out.reshape(-1, width)[ok] = np.asarray(pred).astype(dtype, copy=False)
+    else:
+        out.reshape(-1)[ok] = np.asarray(pred).astype(dtype, copy=False)
     return out
 
 
 def _predict_chunk(estimator: Any, *arrays: np.ndarray, method: str, out_dtype: str, fill: float,
                    columns: Sequence[str] | None, axes: Sequence[tuple[int, ...]],
-                   ndim: int) -> np.ndarray:
+                   ndim: int, width: int = 0,
+                   method_kwargs: Mapping[str, Any] | None = None) -> np.ndarray:
     """Module-level block function for :func:`dask.array.blockwise` (estimator first).
 
     ``axes[i]`` are the output axes of ``arrays[i]``; missing axes become length-1 so that
@@ -124,7 +133,7 @@ def _predict_chunk(estimator: Any, *arrays: np.ndarray, method: str, out_dtype: 
             shape[k] = n
         full.append(a.reshape(shape))
     return predict_block(*full, estimator=estimator, method=method, dtype=out_dtype, fill=fill,
-                         columns=columns)
+                         columns=columns, width=width, method_kwargs=method_kwargs)
 
 
 def _is_lazy_model(obj: Any) -> bool:
@@ -176,6 +185,9 @@ def apply_to_cube(
     fill: float = np.nan,
     as_frame: bool = True,
     name: str = "prediction",
+    width: int = 0,
+    width_dim: str = "stat",
+    method_kwargs: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
     """Apply ``estimator.<method>`` to every pixel (and time step) of ``ds``, lazily.
 
@@ -202,6 +214,11 @@ def apply_to_cube(
         Pass a pandas DataFrame with the feature names as columns (True) or a plain ndarray.
     name
         Name of the returned DataArray.
+    width, width_dim
+        ``width > 0``: the method returns (n, width) columns (e.g.
+        ``predict_tree_stats``); the result gets a trailing dim ``width_dim`` of that size.
+    method_kwargs
+        Keyword arguments of the method (e.g. ``{"quantiles": (0.05, 0.95)}``).
 
     Returns
     -------
@@ -236,6 +253,8 @@ def apply_to_cube(
         axes.append(())
     kwargs["axes"] = axes
     kwargs["ndim"] = len(dims)
+    kwargs["width"] = int(width)
+    kwargs["method_kwargs"] = dict(method_kwargs) if method_kwargs else None
     lazy = any(a.chunks is not None for a in ordered)
     if not lazy:
         if _is_lazy_model(estimator):
@@ -259,12 +278,14 @@ def apply_to_cube(
             args.extend([a.data, ax])
         if mask is None:
             args.extend([np.True_, None])
+        out_ind = tuple(range(len(dims))) + ((len(dims),) if width else ())
         data = dsa.blockwise(
-            _predict_chunk, tuple(range(len(dims))), *args, dtype=np.dtype(dtype),
-            concatenate=True, **kwargs,
+            _predict_chunk, out_ind, *args, dtype=np.dtype(dtype),
+            concatenate=True, new_axes={len(dims): int(width)} if width else None, **kwargs,
         )
-    out = xr.DataArray(data, dims=dims, coords={k: v for k, v in coords.items()
-                                                if set(v.dims) <= set(dims)}, name=name)
+    out_dims = dims + ((width_dim,) if width else ())
+    out = xr.DataArray(data, dims=out_dims, coords={k: v for k, v in coords.items()
+                                                    if set(v.dims) <= set(dims)}, name=name)
     out.encoding["_FillValue"] = fill
     return out
 
@@ -285,6 +306,204 @@ def graph_tasks(obj: Any) -> int:
     for c in coll:
         keys.update(c.__dask_graph__().keys())
     return len(keys)
+
+
+# --------------------------------------------------------------------------------------- map_cube
+
+
+def subset_cube(ds: xr.Dataset, *, bbox: Sequence[float] | None = None,
+                time: tuple[Any, Any] | None = None, where: str = "--bbox") -> xr.Dataset:
+    """The part of ``ds`` inside ``bbox`` = (W, S, E, N) (pixel centres, either y order) and the
+    closed time interval ``time`` = (start, end) (either may be None)."""
+    from .errors import GridError
+
+    out = ds
+    if bbox is not None:
+        w, s, e, n = (float(v) for v in bbox)
+        if not (w < e and s < n):
+            raise GridError(f"bbox {list(bbox)} is empty", where=where,
+                            fix="Give W,S,E,N with W < E and S < N.")
+        y = out["y"].values
+        ysl = slice(n, s) if len(y) > 1 and y[0] > y[-1] else slice(s, n)
+        out = out.sel(x=slice(w, e), y=ysl)
+        if out.sizes.get("x", 0) == 0 or out.sizes.get("y", 0) == 0:
+            raise GridError(f"bbox {list(bbox)} holds no pixel of the cube "
+                            f"[{float(ds['x'].min()):.4f}, {float(ds['y'].min()):.4f}, "
+                            f"{float(ds['x'].max()):.4f}, {float(ds['y'].max()):.4f}]",
+                            where=where, fix="Give a W,S,E,N that covers at least one pixel.")
+    if time is not None and "time" in out.dims:
+        a, b = time
+        out = out.sel(time=slice(a, b))
+        if out.sizes["time"] == 0:
+            raise DataError(f"time {a}/{b} holds no step of the cube", where="--time",
+                            fix="Give START/END inside the cube's time axis.")
+    return out
+
+
+def check_inputs(package: Any, ds: xr.Dataset, features: Sequence[str]) -> None:
+    """A cube fit for a model package: every input present, in the manifest's units, with a CRS.
+
+    Raises
+    ------
+    DataError, GridError
+        Naming the variable that is missing or in other units, or the cube without CRS.
+    """
+    from .errors import GridError
+
+    missing = [f for f in features if f not in ds.data_vars and f not in ds.coords]
+    if missing:
+        raise DataError(f"cube lacks the model's input variable(s) {missing}",
+                        where=f"cube variable {missing[0]}",
+                        fix=f"Give a cube holding every input the model was trained on: "
+                        f"{', '.join(features)}.")
+    if package is not None:
+        for entry in package.inputs:
+            name, want = entry.get("name"), entry.get("units")
+            if name not in features or want is None:
+                continue
+            have = ds[name].attrs.get("units")
+            if have is None or str(have).strip() != str(want).strip():
+                raise DataError(f"has units {have!r}, the model was trained on {want!r}",
+                                where=f"cube variable {name}",
+                                fix=f"Convert {name} to {want} (and set its units attribute).")
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    crs = None
+    try:
+        crs = ds.rio.crs
+    except Exception:  # pragma: no cover - rioxarray raises on odd grid_mapping attrs
+        crs = None
+    if crs is None and "spatial_ref" in ds.coords and ds["spatial_ref"].attrs.get("crs_wkt"):
+        crs = ds["spatial_ref"].attrs["crs_wkt"]
+    if crs is None:
+        raise GridError("the cube's grid has no CRS", where=f"cube variable {features[0]}",
+                        fix="Write one with rioxarray (ds.rio.write_crs('EPSG:4326')) before "
+                        "mapping.")
+
+
+def _package_of(model: Any) -> Any:
+    return getattr(model, "package_", None)
+
+
+def map_cube(
+    model: Any,
+    cube: xr.Dataset,
+    *,
+    mask: xr.DataArray | None = None,
+    bbox: Sequence[float] | None = None,
+    time: tuple[Any, Any] | None = None,
+    uncertainty: bool = True,
+    quantiles: Sequence[float] = (),
+    applicability: bool = True,
+    check: bool = True,
+    name: str | None = None,
+) -> xr.Dataset:
+    """The map of a (packaged) model over a predictor cube, as a lazy Dataset.
+
+    The one mapping path: ``globalflux map`` and every workflow call this, then
+    :func:`map_to_store`.
+
+    Parameters
+    ----------
+    model
+        A fitted forest, e.g. from :func:`globalflux.load_model` (its ``package_`` gives the
+        inputs' units, the target's name and attributes and the area of applicability).
+    cube
+        Dataset with every input variable of the model (``(time, y, x)`` or ``(y, x)``), chunked
+        with Dask for a lazy result, and a CRS.
+    mask
+        Boolean (y, x) DataArray, True where to map; default the cube's ``land_mask`` if it has
+        one, else every pixel with finite inputs.
+    bbox, time
+        Optional subset: (W, S, E, N) and (start, end).
+    uncertainty
+        Add ``<target>_sd`` (SD across trees) where the model has per-tree predictions
+        (scikit-learn engine).
+    quantiles
+        Tree quantiles to add as ``<target>_qNN`` (with ``uncertainty``).
+    applicability
+        Add ``di`` and ``aoa`` where the package holds an area of applicability.
+    check
+        Check the cube against the package (variables, units, CRS) first.
+    name
+        Name of the mapped variable; default the package's target name (``prediction``
+        for an estimator without a package).
+
+    Returns
+    -------
+    xr.Dataset
+        ``<target>`` (float32), optionally ``<target>_sd`` and quantiles, ``zone`` (int16, -1
+        where not mapped) for zoned models, ``di`` (float32) and ``aoa`` (int8: 1 inside, 0
+        outside, -1 not mapped). Nothing is computed.
+    """
+    pkg = _package_of(model)
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        raise DataError("the model was fitted without feature names", where="map_cube",
+                        fix="Fit it on a DataFrame whose columns are the cube's variable names.")
+    features = [str(c) for c in names]
+    if pkg is not None and pkg.kind == "lstm":
+        raise DataError("map_cube maps forest packages; an LSTM package is mapped by the LSTM's "
+                        "own state-carrying path", where=str(pkg.path),
+                        fix="Use a zoned_forest or unified_forest package.")
+    if check:
+        check_inputs(pkg, cube, features)
+    ds = subset_cube(cube, bbox=bbox, time=time)
+    if mask is None and "land_mask" in ds:
+        mask = ds["land_mask"].astype(bool)
+    elif mask is not None:
+        mask = subset_cube(mask.to_dataset(name="mask"), bbox=bbox)["mask"].astype(bool)
+    target = dict(pkg.target) if pkg is not None else {}
+    tname = str(name or target.get("name") or "prediction")
+    units = target.get("units")
+    base_attrs = {k: v for k, v in target.items() if k in ("units", "standard_name", "long_name")
+                  and v}
+    base_attrs.setdefault("long_name", f"{tname} ({type(model).__name__})")
+    out: dict[str, xr.DataArray] = {}
+    per_tree = (uncertainty and hasattr(model, "predict_tree_stats")
+                and getattr(model, "engine", "sklearn") == "sklearn")
+    if per_tree:
+        q = tuple(float(v) for v in quantiles)
+        stats = apply_to_cube(model, ds, features, mask=mask, method="predict_tree_stats",
+                              dtype="float32", name=tname, width=2 + len(q),
+                              method_kwargs={"quantiles": q} if q else None)
+        out[tname] = stats.isel(stat=0, drop=True).rename(tname).assign_attrs(base_attrs)
+        out[f"{tname}_sd"] = stats.isel(stat=1, drop=True).rename(f"{tname}_sd").assign_attrs(
+            units=units or "1", long_name=f"standard deviation of {tname} across trees "
+            "(the forest's sampling spread)")
+        for i, qq in enumerate(q):
+            nm = f"{tname}_q{int(round(qq * 100)):02d}"
+            out[nm] = stats.isel(stat=2 + i, drop=True).rename(nm).assign_attrs(
+                units=units or "1", long_name=f"{qq * 100:g}th percentile of {tname} across trees")
+    else:
+        out[tname] = apply_to_cube(model, ds, features, mask=mask, name=tname).assign_attrs(
+            base_attrs)
+    for v in list(out):
+        out[v].encoding["_FillValue"] = np.float32(np.nan)
+    zc = getattr(model, "zone_classifier_", None)
+    if zc is not None:
+        zone = zc.predict_cube(ds, list(model.zone_factors_), mask=mask)
+        zone.attrs.update(units="1", long_name="environmentally similar zone (-1 not mapped)")
+        out["zone"] = zone
+    aoa_obj = getattr(pkg, "applicability", None) if pkg is not None else None
+    if applicability and aoa_obj is not None:
+        di = apply_to_cube(aoa_obj, ds, aoa_obj.features_, mask=mask, method="predict",
+                           dtype="float32", name="di")
+        di.attrs.update(units="1", long_name="dissimilarity index to the training data "
+                        "(Meyer and Pebesma 2021)", threshold=float(aoa_obj.threshold_))
+        aoa = xr.where(di.isnull(), np.int8(-1), (di <= np.float32(aoa_obj.threshold_))
+                       .astype("int8")).astype("int8").rename("aoa")
+        aoa.attrs.update(units="1", long_name="area of applicability (1 inside, 0 outside, "
+                         "-1 not mapped)", flag_values="-1 0 1",
+                         flag_meanings="not_mapped outside inside",
+                         threshold=float(aoa_obj.threshold_))
+        aoa.encoding["_FillValue"] = np.int8(-1)
+        out["di"], out["aoa"] = di, aoa
+    result = xr.Dataset(out)
+    if pkg is not None:
+        result.attrs.update(model_sha256=pkg.checksum, model_kind=pkg.kind,
+                            model_package=str(pkg.path.name))
+    return result
 
 
 # ---------------------------------------------------------------------------------- map_to_store

@@ -402,6 +402,81 @@ class ZoneClassifier(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterM
         tags.input_tags.allow_nan = False
         return tags
 
+    # ---- model package (see globalflux.io.model_package) -------------------------------------
+    _ARRAYS = ("scaler_mean", "scaler_scale", "scaler_var", "pca_components", "pca_mean",
+               "pca_explained_variance", "pca_explained_variance_ratio", "pca_singular_values",
+               "cluster_centers", "explained_variance_ratio", "labels")
+
+    def to_package(self, name: str = "zones.npz") -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Parameters (JSON) and fitted arrays (``.npz``, no object arrays) of the classifier."""
+        import io
+
+        check_is_fitted(self)
+        arrays = {
+            "scaler_mean": self.scaler_.mean_, "scaler_scale": self.scaler_.scale_,
+            "scaler_var": self.scaler_.var_, "pca_components": self.pca_.components_,
+            "pca_mean": self.pca_.mean_, "pca_explained_variance": self.pca_.explained_variance_,
+            "pca_explained_variance_ratio": self.pca_.explained_variance_ratio_,
+            "pca_singular_values": self.pca_.singular_values_,
+            "cluster_centers": self.cluster_centers_,
+            "explained_variance_ratio": self.explained_variance_ratio_,
+            "labels": self.labels_,
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        params = {k: (int(v) if isinstance(v, np.integer) else
+                      float(v) if isinstance(v, np.floating) else v)
+                  for k, v in self.get_params().items()}
+        names = getattr(self, "feature_names_in_", None)
+        section = {
+            "class": "ZoneClassifier", "params": params, "payload": name,
+            "feature_names_in": None if names is None else [str(c) for c in names],
+            "n_features_in": int(self.n_features_in_), "n_components": int(self.n_components_),
+            "inertia": float(self.inertia_), "n_samples_seen": int(self.scaler_.n_samples_seen_),
+            "pca_noise_variance": float(self.pca_.noise_variance_),
+            "pca_n_samples": int(self.pca_.n_samples_),
+        }
+        return section, {name: buf.getvalue()}
+
+    @classmethod
+    def from_package(cls, section: dict[str, Any], payloads: dict[str, bytes]) -> ZoneClassifier:
+        """Rebuild a fitted classifier from :meth:`to_package` output (``allow_pickle=False``)."""
+        import io
+
+        name = section["payload"]
+        try:
+            with np.load(io.BytesIO(payloads[name]), allow_pickle=False) as npz:
+                a = {k: npz[k] for k in cls._ARRAYS}
+        except (ValueError, KeyError, OSError) as exc:
+            raise ModelError(f"zone classifier arrays are unreadable ({exc})", where=name,
+                             fix="Rebuild the model package with globalflux.") from None
+        zc = cls(**section["params"])
+        n = int(section["n_features_in"])
+        zc.n_features_in_ = n
+        if section.get("feature_names_in") is not None:
+            zc.feature_names_in_ = np.asarray(section["feature_names_in"], dtype=object)
+        sc = StandardScaler()
+        sc.mean_, sc.scale_, sc.var_ = a["scaler_mean"], a["scaler_scale"], a["scaler_var"]
+        sc.n_features_in_ = n
+        sc.n_samples_seen_ = int(section["n_samples_seen"])
+        pca = PCA(n_components=int(section["n_components"]), svd_solver="full")
+        pca.components_, pca.mean_ = a["pca_components"], a["pca_mean"]
+        pca.explained_variance_ = a["pca_explained_variance"]
+        pca.explained_variance_ratio_ = a["pca_explained_variance_ratio"]
+        pca.singular_values_ = a["pca_singular_values"]
+        pca.n_components_ = int(section["n_components"])
+        pca.n_features_in_ = n
+        pca.n_samples_ = int(section["pca_n_samples"])
+        pca.noise_variance_ = float(section["pca_noise_variance"])
+        zc.scaler_, zc.pca_ = sc, pca
+        zc.n_components_ = int(section["n_components"])
+        zc.explained_variance_ratio_ = a["explained_variance_ratio"]
+        zc.cluster_centers_ = a["cluster_centers"]
+        zc.labels_ = a["labels"].astype("int64")
+        zc.inertia_ = float(section["inertia"])
+        zc._n_features_out = zc.n_components_
+        return zc
+
 
 # --------------------------------------------------------------------------------------------
 # choosing k with evidence

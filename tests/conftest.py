@@ -30,3 +30,24 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+#: the demo on a small world, few trees, one worker (~25 s); see tests/test_demo.py
+DEMO_SMALL = [
+    "synthetic.ny=64", "synthetic.nx=64", "synthetic.n_sites=24", "synthetic.min_sites_per_zone=5",
+    "forest.n_estimators=10", "forest.n_jobs=1", "mapping.n_workers=1", "cube.chunk_y=32",
+    "cube.chunk_x=64", "report.dpi=50",
+]
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory) -> Path:
+    """One small demo run folder for the whole session; tests must not modify it."""
+    from globalflux.cli import main
+
+    out = tmp_path_factory.mktemp("small_demo") / "run"
+    args = ["run", str(REPO / "recipes" / "demo.yaml"), "--out", str(out)]
+    for o in DEMO_SMALL:
+        args += ["--set", o]
+    assert main(args) == 0
+    return out

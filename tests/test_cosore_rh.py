@@ -88,3 +88,8 @@ def test_real_run_reduced(shared_data, tmp_path):
     assert (pred.groupby("dataset")["fold"].nunique() == 1).all()
     zhang = pred[pred["dataset"].str.contains("ZHANG")]
     assert zhang["fold"].nunique() == 1 and zhang["dataset"].nunique() == 2
+    from globalflux.io.model_package import read_package
+
+    pkg = read_package(out / "model")  # the final zoned forest, verified, no pickle
+    assert pkg.kind == "zoned_forest" and pkg.applicability is not None
+    assert not [p for p in out.rglob("*") if p.suffix in (".joblib", ".pkl", ".pickle")]

@@ -175,7 +175,8 @@ def test_bench_quick_prints_a_table_with_context(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| benchmark | what | value | unit | notes |" in out
     for row in ("sklearn RF default (100 trees)", "fast forest lleaves", "ZoneClassifier.predict",
-                "predict_cube", "read predictor cube", "end-to-end / model-only"):
+                "predict_cube", "read predictor cube", "end-to-end / model-only",
+                "load + verify zoned forest package", "first chunk predict incl. compiling"):
         assert row in out
     assert "chunks=8x128x128" in out and "dask=" in out and "cpu_count=" in out
     import json

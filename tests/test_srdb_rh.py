@@ -13,12 +13,11 @@ import xarray as xr
 
 from globalflux.cli import main
 from globalflux.models.forest import ZonedForestRegressor
+from globalflux.mapping import map_cube
 from globalflux.workflows.srdb_rh_annual import (
     EARTH_RADIUS_M,
     global_total,
-    map_rh,
     pixel_area_m2,
-    tree_stats,
 )
 from globalflux.zones import ZoneClassifier
 
@@ -61,11 +60,12 @@ def _small_world(seed=0):
 def test_tree_stats_match_predict_and_predict_std():
     cube, model, feats = _small_world()
     frame = pd.DataFrame({f: cube[f].values.ravel() for f in feats}).dropna().reset_index(drop=True)
-    st = tree_stats(model, frame)
-    np.testing.assert_allclose(st[:, 0], model.predict(frame), rtol=1e-10)
+    st = model.predict_tree_stats(frame, quantiles=(0.05, 0.95))
+    np.testing.assert_array_equal(st[:, 0], model.predict(frame))
     np.testing.assert_allclose(st[:, 1], model.predict_std(frame), rtol=1e-10)
     np.testing.assert_allclose(st[:, 2:4], model.predict_quantiles(frame, (0.05, 0.95)), rtol=1e-10)
-    np.testing.assert_array_equal(st[:, 4], model.predict_zone(frame))
+    P = model.predict_trees(frame)
+    np.testing.assert_allclose(P.mean(axis=0), model.predict(frame), rtol=1e-12)
 
 
 class _NoCompute:
@@ -75,9 +75,11 @@ class _NoCompute:
 
 def test_map_is_lazy_and_equals_eager_prediction_and_total_is_consistent():
     cube, model, feats = _small_world()
-    chunked = cube.chunk({"y": 16, "x": 25})
+    import rioxarray  # noqa: F401  (.rio)
+
+    chunked = cube.chunk({"y": 16, "x": 25}).rio.write_crs("EPSG:4326")
     with dask.config.set(scheduler=_NoCompute()):
-        ds = map_rh(model, chunked, feats)
+        ds = map_cube(model, chunked, quantiles=(0.05, 0.95), name="rh")
     assert isinstance(ds["rh"].data, da.Array)
     assert set(ds.data_vars) == {"rh", "rh_sd", "rh_q05", "rh_q95", "zone"}
     out = ds.compute()
@@ -86,7 +88,9 @@ def test_map_is_lazy_and_equals_eager_prediction_and_total_is_consistent():
     want = np.full(frame.shape[0], np.nan)
     want[ok] = model.predict(frame[ok])
     np.testing.assert_allclose(out["rh"].values.ravel(), want, rtol=1e-5)
-    assert (out["zone"].values.ravel()[~ok] == -1).all()
+    zone = out["zone"].values.ravel()
+    land = cube["land_mask"].values.ravel()
+    assert (zone[~land] == -1).all() and (zone[ok] >= 0).all()  # zones need only the factors
     assert (out["rh_q05"] <= out["rh_q95"]).values[np.isfinite(out["rh"].values)].all()
     tot = global_total(model, chunked, feats)
     w = (pixel_area_m2(cube) * cube["land_fraction"]).values.ravel()
@@ -136,8 +140,23 @@ def test_real_run_reduced(shared_data, tmp_path):
     assert 10 < tot["total_pg"].item() < 200 and tot["total_sd_pg"].item() > 0
     assert 1.0e8 < tot["area_predicted_km2"].item() <= tot["land_area_km2"].item() < 1.6e8
     ds = open_dataset(out / "maps" / "rh_0p5deg.zarr")
-    assert {"rh", "rh_sd", "rh_q05", "rh_q95", "zone"} <= set(ds.data_vars)
+    assert {"rh", "rh_sd", "rh_q05", "rh_q95", "zone", "di", "aoa"} <= set(ds.data_vars)
     assert ds.attrs["synthetic"] == "false" and "recipe" in ds.attrs
+    # the model package, and no pickle anywhere in the run folder
+    from globalflux.io.model_package import read_package
+
+    shares = pd.read_csv(out / "metrics" / "applicability.csv")
+    assert 0 <= shares["share_of_mapped_land_outside_aoa"].item() < 1
+    assert 0 <= shares["share_of_total_outside_aoa"].item() < 1
+    pkg = read_package(out / "model")
+    assert pkg.kind == "zoned_forest" and ds.attrs["model_sha256"] == pkg.checksum
+    assert pkg.manifest["time_step"] == "annual" and pkg.applicability is not None
+    for p in out.rglob("*"):
+        if p.is_file():
+            head = p.read_bytes()[:2]
+            assert p.suffix not in (".joblib", ".pkl", ".pickle"), p
+            assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
+                                                               b"\x05")), p
     ok, errors, _ = validate_cog(out / "maps" / "cog" / "rh_0p5deg.tif")
     assert ok, errors
     assert (out / "figures" / "zone_map_0p5deg.png").is_file()

@@ -58,6 +58,8 @@ __all__ = [
     "importances_of",
     "tree_predictions",
     "selection_table",
+    "forest_to_payload",
+    "forest_from_payload",
 ]
 
 log = logging.getLogger("globalflux.forest")
@@ -344,6 +346,132 @@ class _ForestBase(RegressorMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         return tags
 
+    # ---- per-tree statistics -----------------------------------------------------------------
+    def predict_tree_stats(self, X, quantiles: Sequence[float] = ()) -> np.ndarray:
+        """Mean, SD and quantiles of the individual trees' predictions in one pass.
+
+        Returns
+        -------
+        ndarray (n_samples, 2 + len(quantiles))
+            Column 0 is the trees' mean (equal to :meth:`predict` for the sklearn engine: the
+            trees are summed in order, then divided by their number, as scikit-learn does),
+            column 1 the SD across trees, then one column per quantile. NaN where the row has
+            no prediction (e.g. a missing zone factor).
+        """
+        q = _check_quantiles(quantiles) if len(quantiles) else np.zeros(0)
+        return self._apply(X, _TreeStatsFn(q), width=2 + len(q))
+
+    # ---- model package (see globalflux.io.model_package) --------------------------------------
+    def _params_json(self) -> dict[str, Any]:
+        params = {k: v for k, v in self.get_params(deep=False).items() if k != "zone_classifier"}
+        return json_safe(params)
+
+    def _input_section(self) -> dict[str, Any]:
+        names = getattr(self, "feature_names_in_", None)
+        return {"feature_names_in": None if names is None else [str(c) for c in names],
+                "n_features_in": int(self.n_features_in_)}
+
+    def _restore_inputs(self, section: dict[str, Any]) -> None:
+        self.n_features_in_ = int(section["n_features_in"])
+        if section.get("feature_names_in") is not None:
+            self.feature_names_in_ = np.asarray(section["feature_names_in"], dtype=object)
+
+
+def json_safe(obj: Any) -> Any:
+    """Parameters as plain JSON values (numpy scalars to Python, tuples to lists)."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    raise ModelError(f"parameter value {obj!r} cannot be written to a model package",
+                     where="model package", fix="Use plain numbers, strings or None as parameters.")
+
+
+#: types (beyond skops' defaults) trusted when a scikit-learn forest payload is read
+SKOPS_TRUSTED = ("sklearn.tree._tree.Tree",)
+
+
+def forest_to_payload(forest: Any, stem: str) -> tuple[dict[str, Any], str, bytes]:
+    """A fitted forest as ``(section, file name, bytes)`` in a safe format.
+
+    scikit-learn forests are written with skops (no pickle; read back with an explicit list of
+    trusted types); the LightGBM forests of :mod:`globalflux.models.fast` as LightGBM model text.
+    """
+    from sklearn.ensemble import RandomForestRegressor
+
+    if isinstance(forest, RandomForestRegressor):
+        import skops.io as sio
+
+        return {"format": "skops", "class": "RandomForestRegressor"}, f"{stem}.skops", \
+            sio.dumps(forest)
+    model_str = getattr(forest, "model_str_", None)
+    if model_str is not None:
+        params = json_safe(forest.get_params(deep=False))
+        return ({"format": "lightgbm", "class": type(forest).__name__, "params": params,
+                 "n_features_in": int(forest.n_features_in_)}, f"{stem}.txt",
+                model_str.encode("utf-8"))
+    raise ModelError(f"a {type(forest).__name__} cannot be packaged", where="model package",
+                     fix="Use forest.engine sklearn, lightgbm or lleaves.")
+
+
+def forest_from_payload(section: dict[str, Any], data: bytes, name: str) -> Any:
+    """Inverse of :func:`forest_to_payload` (no unpickling)."""
+    fmt = section.get("format")
+    if fmt == "skops":
+        import skops.io as sio
+        from sklearn.ensemble import RandomForestRegressor
+
+        untrusted = set(sio.get_untrusted_types(data=data))
+        unknown = sorted(untrusted - set(SKOPS_TRUSTED))
+        if unknown:
+            raise ModelError(f"payload holds types outside the trusted list: {unknown}",
+                             where=name, fix="Rebuild the model package with globalflux.")
+        forest = sio.loads(data, trusted=sorted(untrusted))
+        if not isinstance(forest, RandomForestRegressor):
+            raise ModelError(f"payload holds a {type(forest).__name__}, not a random forest",
+                             where=name, fix="Rebuild the model package with globalflux.")
+        return forest
+    if fmt == "lightgbm":
+        import lightgbm as lgb
+
+        from .fast import FastForestRegressor
+
+        forest = FastForestRegressor(**section.get("params", {}))
+        forest.model_str_ = data.decode("utf-8")
+        forest.booster_ = lgb.Booster(model_str=forest.model_str_)
+        forest.n_features_in_ = int(section["n_features_in"])
+        forest._compiled = None
+        return forest
+    raise ModelError(f"unknown forest payload format {fmt!r}", where=name,
+                     fix="Rebuild the model package with this version of globalflux.")
+
+
+def _fitted_to_package(m: _FittedForest, stem: str) -> tuple[dict[str, Any], str, bytes]:
+    sec, fname, data = forest_to_payload(m.forest, stem)
+    sec.update(payload=fname, features=list(m.features),
+               importances={str(k): float(v) for k, v in m.importances.items()},
+               n_sites=int(m.n_sites), n_rows=int(m.n_rows),
+               history=json_safe(m.history.to_dict(orient="list")))
+    return sec, fname, data
+
+
+def _fitted_from_package(sec: dict[str, Any], payloads: dict[str, bytes]) -> _FittedForest:
+    name = sec["payload"]
+    forest = forest_from_payload(sec, payloads[name], name)
+    imp = pd.Series(sec["importances"], dtype="float64").reindex(sec["features"])
+    hist = pd.DataFrame(sec.get("history") or {},
+                        columns=["n_features", "dropped", "score", "accepted"])
+    return _FittedForest(list(sec["features"]), forest, imp, hist, int(sec["n_sites"]),
+                         int(sec["n_rows"]))
+
 
 class _ForestFactory:
     """Picklable forest factory (module-level class, no lambdas)."""
@@ -571,6 +699,99 @@ class ZonedForestRegressor(_ForestBase):
         q = _check_quantiles(quantiles)
         return self._apply(X, _QuantileFn(q), width=len(q))
 
+    def predict_trees(self, X) -> np.ndarray:
+        """Prediction of every tree, shape (n_estimators, n_samples).
+
+        Row t holds tree t of each row's zone forest, so row t over all rows is one realisation
+        of the map (used for the spread of area totals). NaN where a zone factor is missing.
+        """
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        zones = self._zones_of(frame)
+        out = np.full((int(self.n_estimators), len(frame)), np.nan)
+        for z in np.unique(zones):
+            if z < 0:
+                continue
+            model = self.models_.get(int(z), self.fallback_)
+            rows = zones == z
+            out[:, rows] = tree_predictions(model.forest, model.matrix(frame.loc[rows]))
+        return out
+
+    # ---- model package ----------------------------------------------------------------------
+    def to_package(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The fitted model as a manifest section and safe payloads (no pickle).
+
+        Payloads: one forest per zone (and the fallback) as skops or LightGBM text, and the
+        zone classifier's arrays as ``zones.npz``. See :mod:`globalflux.io.model_package`.
+        """
+        check_is_fitted(self)
+        payloads: dict[str, bytes] = {}
+        forests = {}
+        for z, m in self.models_.items():
+            sec, fname, data = _fitted_to_package(m, f"forest_zone{int(z)}")
+            forests[str(int(z))] = sec
+            payloads[fname] = data
+        fallback = None
+        if self.fallback_ is not None:
+            fallback, fname, data = _fitted_to_package(self.fallback_, "forest_fallback")
+            payloads[fname] = data
+        zsec, zpay = self.zone_classifier_.to_package()
+        payloads.update(zpay)
+        section = {
+            "class": "ZonedForestRegressor",
+            "params": self._params_json(),
+            **self._input_section(),
+            "zone_factors": list(self.zone_factors_),
+            "predictors": list(self.predictors_),
+            "site_zones": {str(k): int(v) for k, v in self.site_zones_.items()},
+            "n_sites_per_zone": {str(k): int(v) for k, v in self.n_sites_per_zone_.items()},
+            "fallback_zones": [int(z) for z in self.fallback_zones_],
+            "notes": list(self.notes_),
+            "forests": forests,
+            "fallback": fallback,
+            "zone_classifier": zsec,
+        }
+        return section, payloads
+
+    @classmethod
+    def from_package(cls, section: dict[str, Any], payloads: dict[str, bytes]):
+        """Rebuild the fitted model from :meth:`to_package` output (no unpickling)."""
+        from ..zones import ZoneClassifier
+
+        zc = ZoneClassifier.from_package(section["zone_classifier"], payloads)
+        est = cls(**section["params"], zone_classifier=ZoneClassifier(**zc.get_params()))
+        est._restore_inputs(section)
+        est.zone_classifier_ = zc
+        est.zone_factors_ = list(section["zone_factors"])
+        est.predictors_ = list(section["predictors"])
+        est.site_zones_ = pd.Series(section["site_zones"], name="zone", dtype="int64")
+        est.n_sites_per_zone_ = {int(k): int(v) for k, v in section["n_sites_per_zone"].items()}
+        est.models_ = {int(z): _fitted_from_package(sec, payloads)
+                       for z, sec in section["forests"].items()}
+        est.fallback_zones_ = [int(z) for z in section["fallback_zones"]]
+        est.fallback_ = (None if section.get("fallback") is None
+                         else _fitted_from_package(section["fallback"], payloads))
+        est.notes_ = list(section.get("notes", []))
+        est.zones_ = sorted(est.models_)
+        est.selected_features_ = {z: list(m.features) for z, m in est.models_.items()}
+        est.feature_importances_ = {z: m.importances for z, m in est.models_.items()}
+        est.selection_history_ = {z: m.history for z, m in est.models_.items()}
+        est.table_selected_ = selection_table(
+            {f"zone {z}": m.importances for z, m in est.models_.items()}, est.predictors_)
+        return est
+
+    def importance_weights(self) -> pd.Series:
+        """Importance of each chosen predictor averaged over the zone forests (sums to 1),
+        weighted by each forest's training rows; the weights of the area of applicability."""
+        check_is_fitted(self)
+        parts = list(self.models_.values()) + ([self.fallback_] if self.fallback_ else [])
+        total = pd.Series(dtype="float64")
+        for m in parts:
+            total = total.add(m.importances * m.n_rows, fill_value=0.0)
+        order = [c for c in self.predictors_ if c in total.index]
+        total = total.reindex(order)
+        return total / total.sum() if total.sum() > 0 else total
+
 
 class UnifiedForestRegressor(_ForestBase):
     """The unified baseline: the same feature steps as the zoned forest, one forest for all sites.
@@ -657,6 +878,39 @@ class UnifiedForestRegressor(_ForestBase):
         q = _check_quantiles(quantiles)
         return self._apply(X, _QuantileFn(q), width=len(q))
 
+    def predict_trees(self, X) -> np.ndarray:
+        """Prediction of every tree, shape (n_estimators, n_samples)."""
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        return tree_predictions(self.model_.forest, self.model_.matrix(frame))
+
+    def to_package(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The fitted model as a manifest section and one safe forest payload (no pickle)."""
+        check_is_fitted(self)
+        sec, fname, data = _fitted_to_package(self.model_, "forest")
+        section = {"class": "UnifiedForestRegressor", "params": self._params_json(),
+                   **self._input_section(), "predictors": list(self.predictors_),
+                   "forest": sec}
+        return section, {fname: data}
+
+    @classmethod
+    def from_package(cls, section: dict[str, Any], payloads: dict[str, bytes]):
+        """Rebuild the fitted model from :meth:`to_package` output (no unpickling)."""
+        est = cls(**section["params"])
+        est._restore_inputs(section)
+        est.predictors_ = list(section["predictors"])
+        est.model_ = _fitted_from_package(section["forest"], payloads)
+        est.selected_features_ = list(est.model_.features)
+        est.feature_importances_ = est.model_.importances
+        est.selection_history_ = est.model_.history
+        est.table_selected_ = selection_table({"unified": est.model_.importances}, est.predictors_)
+        return est
+
+    def importance_weights(self) -> pd.Series:
+        """Importance of each chosen predictor (sums to 1): the weights of the AOA."""
+        check_is_fitted(self)
+        return self.model_.importances / max(float(self.model_.importances.sum()), 1e-300)
+
 
 # --------------------------------------------------------------------------------------------
 # helpers (module level: picklable)
@@ -667,6 +921,28 @@ def _predict_mean(model: _FittedForest, M: np.ndarray) -> np.ndarray:
 
 def _predict_std(model: _FittedForest, M: np.ndarray) -> np.ndarray:
     return tree_predictions(model.forest, M).std(axis=0)
+
+
+class _TreeStatsFn:
+    """Mean (trees summed in order, as scikit-learn's predict), SD and quantiles of the trees."""
+
+    def __init__(self, q: np.ndarray):
+        self.q = q
+
+    def __call__(self, model: _FittedForest, M: np.ndarray) -> np.ndarray:
+        P = tree_predictions(model.forest, M)
+        out = np.empty((M.shape[0], 2 + len(self.q)))
+        if getattr(model.forest, "estimators_", None) is not None:
+            acc = np.zeros(M.shape[0])
+            for row in P:
+                acc += row
+            out[:, 0] = acc / len(P)
+        else:  # LightGBM RF: the booster's own average
+            out[:, 0] = _predict_mean(model, M)
+        out[:, 1] = P.std(axis=0)
+        if len(self.q):
+            out[:, 2:] = np.quantile(P, self.q, axis=0).T
+        return out
 
 
 class _QuantileFn:

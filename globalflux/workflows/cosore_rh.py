@@ -107,6 +107,28 @@ def training_table(long: pd.DataFrame) -> pd.DataFrame:
     return wide[cols].sort_values(["site_id", "time"]).reset_index(drop=True)
 
 
+def _write_model_package(ctx, recipe, final, X, y, groups, cube, held_out) -> None:
+    """``RUN/model/``: the final zoned forest with its area of applicability (issue 10)."""
+    from ..applicability import AreaOfApplicability
+    from ..io.model_package import input_statistics, table_sha256, write_package
+    from ..metrics import summary
+
+    units = {c: cube[c].attrs.get("units") for c in X.columns if c in cube}
+    scores = summary(held_out["y_obs"], held_out["y_pred"])
+    write_package(
+        ctx.out / "model", final, inputs=input_statistics(X, units),
+        target={"name": "rh", "units": RH_UNITS,
+                "standard_name": "heterotrophic_respiration_carbon_flux",
+                "long_name": "heterotrophic respiration (zoned random forest)"},
+        time_step="8-day",
+        applicability=AreaOfApplicability().fit(X, final.importance_weights(), groups),
+        training={"sha256": table_sha256(X.assign(Rh=y, location=groups)), "n_rows": int(len(X)),
+                  "n_locations": int(len(np.unique(groups)))},
+        validation={"scheme": "leave-one-location-out",
+                    **{k: v for k, v in scores.items() if k in ("n", "r2", "rmse", "bias")}},
+        recipe=recipe)
+
+
 def run(recipe, ctx) -> None:
     """Run the recipe (see the module docstring)."""
     from .. import report
@@ -192,6 +214,7 @@ def run(recipe, ctx) -> None:
         final_u = cfg_f.unified(predictors=predictors).fit(X, y, groups=g)
         table_i = _table_i(final, final_u)
         table_i.to_csv(ctx.metrics / "selected_variables.csv")
+        _write_model_package(ctx, recipe, final, X, y, g, cube, preds["zoned"])
         site_info = (table.assign(location=g).groupby("site_id")[["location", "lat", "lon", "igbp"]
                                                                    + factors].first()
                      .join(table.groupby("site_id").size().rename("n_periods")).reset_index())

@@ -12,8 +12,11 @@ Stages (Zhu et al. 2024, on the real data available offline):
 4. Two predictor sets, each validated by site (``forest.validation``) for the zoned forest and
    the unified baseline: ``site`` (static + gsbe) and ``grid`` (static grid predictors only, the
    ones a global map can use).
-5. The ``grid`` zoned forest, refitted on all sites, maps RH on every land pixel of the static
-   cube at each of ``forest.map_resolutions`` with a per-tree uncertainty band, written as Zarr
+5. The ``grid`` zoned forest, refitted on all sites, is written as a model package
+   (``RUN/model/``, with its area of applicability) and, through the same functions as
+   ``globalflux map`` (:func:`globalflux.mapping.map_cube`, :func:`~globalflux.mapping.map_to_store`:
+   resumable), maps RH on every land pixel of the static cube at each of
+   ``forest.map_resolutions`` with a per-tree uncertainty band, zones, DI and AOA, written as Zarr
    and COG; the global total in Pg C yr-1 with its land area and per-tree spread.
 
 Everything is written into the run folder; the report compares zoned and unified LOSO R2/RMSE
@@ -126,52 +129,6 @@ def _validate(cfg_forest, model, X, y, groups, lat, lon):
 
 
 # ------------------------------------------------------------------------------- mapping
-def rh_stats_block(*arrays: np.ndarray, estimator: Any, columns: list[str],
-                   quantiles: tuple[float, float]) -> np.ndarray:
-    """Per pixel: mean, SD and two quantiles of the trees of the pixel's zone forest, and zone.
-
-    ``arrays`` are the feature blocks then the land mask; returns (..., 5) float32 with NaN
-    (zone -1) off land or where a feature is missing.
-    """
-    *feats, mask = arrays
-    shape = feats[0].shape
-    out = np.full(shape + (5,), np.nan, dtype="float32")
-    out[..., 4] = -1
-    X = np.stack([np.asarray(f, dtype="float64").reshape(-1) for f in feats], axis=1)
-    ok = np.asarray(mask, dtype=bool).reshape(-1) & np.isfinite(X).all(axis=1)
-    if not ok.any():
-        return out
-    frame = pd.DataFrame(X[ok], columns=columns)
-    stats = tree_stats(estimator, frame, quantiles)
-    flat = out.reshape(-1, 5)
-    flat[ok] = stats
-    return out
-
-
-def _zone_tree_predictions(estimator, frame: pd.DataFrame, zones: np.ndarray):
-    """(rows, per-tree predictions (n_trees, n_rows)) of each zone; rows without a zone skipped."""
-    from ..models.forest import tree_predictions
-
-    for z in np.unique(zones):
-        if z < 0:
-            continue
-        model = estimator.models_.get(int(z), estimator.fallback_)
-        rows = zones == z
-        yield rows, tree_predictions(model.forest, model.matrix(frame.loc[rows]))
-
-
-def tree_stats(estimator, frame: pd.DataFrame, quantiles=(0.05, 0.95)) -> np.ndarray:
-    """(n, 5): tree mean, tree SD, tree quantiles q_lo and q_hi, zone of each row."""
-    zones = estimator._zones_of(frame)
-    out = np.full((len(frame), 5), np.nan)
-    out[:, 4] = zones
-    for rows, P in _zone_tree_predictions(estimator, frame, zones):
-        out[rows, 0] = P.mean(0)
-        out[rows, 1] = P.std(0)
-        out[rows, 2:4] = np.quantile(P, quantiles, axis=0).T
-    return out
-
-
 def tree_totals_block(*arrays: np.ndarray, estimator: Any, columns: list[str]) -> np.ndarray:
     """Per-tree area-weighted sums of one block: ``sum(weight * tree_t)`` for every tree t.
 
@@ -188,10 +145,11 @@ def tree_totals_block(*arrays: np.ndarray, estimator: Any, columns: list[str]) -
     if not ok.any():
         return out
     frame = pd.DataFrame(X[ok], columns=columns)
-    wk = w[ok]
-    for rows, P in _zone_tree_predictions(estimator, frame, estimator._zones_of(frame)):
-        out[0, 0, :n_trees] += P @ wk[rows]
-        out[0, 0, n_trees] += wk[rows].sum()
+    P = estimator.predict_trees(frame)  # (n_trees, rows); NaN where a row has no zone
+    rows = np.isfinite(P).all(axis=0)
+    wk = w[ok][rows]
+    out[0, 0, :n_trees] += P[:, rows] @ wk
+    out[0, 0, n_trees] += wk.sum()
     return out
 
 
@@ -206,38 +164,6 @@ def pixel_area_m2(cube: xr.Dataset) -> xr.DataArray:
     band = EARTH_RADIUS_M**2 * np.deg2rad(dx) * (np.sin(lat_n) - np.sin(lat_s))
     return xr.DataArray(band, dims=("y",), coords={"y": cube["y"]}, name="pixel_area",
                         attrs={"units": "m2"})
-
-
-def map_rh(model, cube: xr.Dataset, features: list[str], quantiles=(0.05, 0.95)) -> xr.Dataset:
-    """Lazy RH map (mean, SD, quantiles of the trees) and zone on every land pixel of ``cube``."""
-    arrays = [cube[f].astype("float32") for f in features] + [cube["land_mask"]]
-    arrays = list(xr.broadcast(*arrays))
-    template = arrays[0]
-    arrays = [a.chunk(dict(zip(template.dims, template.chunks, strict=True))) for a in arrays]
-    stats = xr.apply_ufunc(
-        rh_stats_block, *arrays,
-        kwargs={"estimator": model, "columns": list(features), "quantiles": tuple(quantiles)},
-        dask="parallelized", output_dtypes=[np.float32], output_core_dims=[["stat"]],
-        dask_gufunc_kwargs={"output_sizes": {"stat": 5}},
-    )
-    lo, hi = (int(round(q * 100)) for q in quantiles)
-    ds = xr.Dataset({
-        "rh": stats.isel(stat=0).assign_attrs(
-            units=RH_UNITS, long_name="annual heterotrophic respiration (zoned random forest, "
-            "mean of trees)", standard_name="heterotrophic_respiration_carbon_flux"),
-        "rh_sd": stats.isel(stat=1).assign_attrs(units=RH_UNITS,
-                                                 long_name="standard deviation across trees"),
-        f"rh_q{lo:02d}": stats.isel(stat=2).assign_attrs(units=RH_UNITS,
-                                                         long_name=f"{lo}th percentile of trees"),
-        f"rh_q{hi:02d}": stats.isel(stat=3).assign_attrs(units=RH_UNITS,
-                                                         long_name=f"{hi}th percentile of trees"),
-        "zone": stats.isel(stat=4).fillna(-1).astype("int16").assign_attrs(
-            units="1", long_name="environmentally similar zone (-1 off land)"),
-    })
-    ds = ds.drop_vars("stat", errors="ignore")
-    for v in ds.data_vars:
-        ds[v].encoding.pop("_FillValue", None)
-    return ds
 
 
 def global_total(model, cube: xr.Dataset, features: list[str]) -> dict[str, float]:
@@ -299,6 +225,61 @@ def map_coverage(cube: xr.Dataset, features: list[str]) -> pd.DataFrame:
     return out
 
 
+def _aoa_shares(stored: xr.Dataset, res: float) -> dict[str, float]:
+    """Share of the mapped land area, and of the mapped RH total, outside the area of
+    applicability (land area = spherical pixel area x land fraction)."""
+    w = pixel_area_m2(stored) * stored["land_fraction"].astype("float64")
+    mapped = stored["rh"].notnull() & (stored["aoa"] >= 0)
+    outside = mapped & (stored["aoa"] == 0)
+    flux = (stored["rh"] * w).where(mapped)
+    area_all, area_out, tot_all, tot_out = (
+        float(v) for v in xr.Dataset({"a": w.where(mapped).sum(), "b": w.where(outside).sum(),
+                                      "c": flux.sum(), "d": flux.where(outside).sum()})
+        .compute().to_array().values)
+    row = {"resolution_deg": float(res), "threshold_di": float(stored["aoa"].attrs.get(
+        "threshold", np.nan)), "share_of_mapped_land_outside_aoa": area_out / area_all,
+        "share_of_total_outside_aoa": tot_out / tot_all}
+    log.info("area of applicability at %s deg: %.1f%% of mapped land (%.1f%% of the RH total) "
+             "outside", res, 100 * row["share_of_mapped_land_outside_aoa"],
+             100 * row["share_of_total_outside_aoa"])
+    return row
+
+
+def _write_model_package(ctx, recipe, final, Xg: pd.DataFrame, y, groups, records, cube,
+                         held_out: pd.DataFrame):
+    """Write ``RUN/model/`` (the grid zoned forest, its AOA) and load it back verified."""
+    from ..applicability import AreaOfApplicability
+    from ..io.model_package import input_statistics, load_model, table_sha256, write_package
+    from ..metrics import summary
+
+    cfg_f = recipe.forest
+    if cfg_f.validation == "loso":
+        folds = groups
+    else:
+        from ..validation import spatial_block_folds
+
+        folds = spatial_block_folds(records["lat"], records["lon"], cfg_f.block_deg,
+                                    n_folds=cfg_f.n_block_folds, random_state=cfg_f.seed)
+    aoa = AreaOfApplicability().fit(Xg, final.importance_weights(), folds)
+    units = {c: cube[c].attrs.get("units") for c in Xg.columns if c in cube}
+    roles = {c: "zone_factor" for c in final.zone_factors_ if c not in final.predictors_}
+    scores = summary(held_out["y_obs"], held_out["y_pred"]) if {"y_obs", "y_pred"} <= set(
+        held_out.columns) else {}
+    write_package(
+        ctx.out / "model", final, inputs=input_statistics(Xg, units, roles),
+        target={"name": "rh", "units": RH_UNITS,
+                "standard_name": "heterotrophic_respiration_carbon_flux",
+                "long_name": "annual heterotrophic respiration (zoned random forest, mean of "
+                "trees)"},
+        time_step="annual", applicability=aoa,
+        training={"sha256": table_sha256(Xg.assign(Rh_annual=y, site_id=groups)),
+                  "n_rows": int(len(Xg)), "n_sites": int(len(np.unique(groups)))},
+        validation={"scheme": cfg_f.validation,
+                    **{k: v for k, v in scores.items() if k in ("n", "r2", "rmse", "bias")}},
+        recipe=recipe)
+    return load_model(ctx.out / "model")
+
+
 def _write_cog(da: xr.DataArray, folder: Path, name: str, tags: dict[str, str]) -> list[Path]:
     from ..io.cog import write_cogs
 
@@ -320,6 +301,7 @@ def _zone_factors(cfg_z, allowed: Sequence[str]) -> list[str]:
 def run(recipe, ctx) -> None:
     """Run the recipe (see the module docstring)."""
     from .. import report
+    from ..mapping import map_cube, map_to_store
     from ..provenance import provenance_attrs
     from ..validation import score
     from ..zones import k_selection_report, tamhane_t2
@@ -410,14 +392,16 @@ def run(recipe, ctx) -> None:
         table_i = _table_i(final, final_u)
         table_i.to_csv(ctx.metrics / "selected_variables_grid.csv")
         final_s.table_selected_.to_csv(ctx.metrics / "selected_variables_site.csv")
-        import joblib
 
-        joblib.dump(final, ctx.models / "zoned_forest_grid.joblib")
+    with ctx.step("model package of the grid zoned forest (model/) and its area of applicability"):
+        model = _write_model_package(ctx, recipe, final, Xg, y, groups, records, cube0,
+                                     results["grid"]["zoned"])
 
     attrs = provenance_attrs(recipe=recipe)
     totals = []
     coverage: list[pd.DataFrame] = []
     maps_done = []
+    aoa_rows: list[dict[str, float]] = []
     for res in cfg_f.map_resolutions:
         with ctx.step(f"global RH map at {res} deg (Zarr, COG) and global total"):
             cube = cube0 if float(res) == res0 else _static_cube(
@@ -425,24 +409,28 @@ def run(recipe, ctx) -> None:
             chunk = 360 if res >= 0.25 else 450
             # compute the static layers once (regridding is the costly part), then map by chunk
             cube = cube.load().chunk({"y": chunk, "x": chunk})
+            if cube.rio.crs is None:
+                cube = cube.rio.write_crs("EPSG:4326")
             feats = list(Xg.columns)
-            ds = map_rh(final, cube, feats)
-            ds["land_fraction"] = cube["land_fraction"]
-            ds.attrs.update(attrs)
-            ds.attrs["title"] = f"{recipe.name}: annual RH, zoned random forest, {res} deg"
-            ds = ds.rio.write_crs("EPSG:4326")
-            from ..io.store import write_dataset
-
+            # the one mapping path (as `globalflux map model/ CUBE`): resumable, block by block
+            mapped = map_cube(model, cube, quantiles=(0.05, 0.95))
+            pieces = dict(mapped.data_vars)
+            pieces["land_fraction"] = cube["land_fraction"]
             tag = f"{res:g}deg".replace(".", "p")
             path = ctx.maps / f"rh_{tag}.zarr"
-            write_dataset(ds, path, mode="w")
+            map_to_store(ctx.client() if ctx.scheduler else None, pieces, path,
+                         attrs=dict(attrs, **mapped.attrs,
+                                    title=f"{recipe.name}: annual RH, zoned random forest, "
+                                    f"{res} deg"),
+                         mask=cube["land_mask"].astype(bool), resume=ctx.resume)
             from ..io.store import open_dataset
 
             stored = open_dataset(path, chunks={})
             stored = stored.rio.write_crs("EPSG:4326")
             tags = {k: str(v) for k, v in attrs.items() if isinstance(v, str) and k != "recipe"}
-            for v in ("rh", "rh_sd", "zone"):
+            for v in ("rh", "rh_sd", "zone", "aoa"):
                 _write_cog(stored[v], ctx.cogs, f"{v}_{tag}", tags)
+            aoa_rows.append(_aoa_shares(stored, res))
             tot = global_total(final, cube, feats)
             cov = map_coverage(cube, feats)
             cov.insert(0, "resolution_deg", float(res))
@@ -454,6 +442,8 @@ def run(recipe, ctx) -> None:
             log.info("global RH at %s deg: %.1f Pg C/yr (tree SD %.1f) over %.4g km2 of land with "
                      "every predictor (%.4g km2 land in the mask)", res, tot["total_pg"],
                      tot["total_sd_pg"], tot["area_predicted_km2"], tot["land_area_km2"])
+    if aoa_rows:
+        pd.DataFrame(aoa_rows).to_csv(ctx.metrics / "applicability.csv", index=False)
     totals_df = pd.DataFrame(totals)
     cov_df = pd.concat(coverage, ignore_index=True) if coverage else pd.DataFrame()
     if len(totals_df):

@@ -144,8 +144,12 @@ class _Timer:
 
 def run(recipe, ctx) -> None:
     """Run the demo into ``ctx.out`` (see the module docstring for the stages)."""
-    from ..mapping import apply_to_cube, map_to_store
+    from ..applicability import AreaOfApplicability
+    from ..io.model_package import input_statistics, load_model, table_sha256, write_package
+    from ..mapping import map_cube, map_to_store
+    from ..metrics import summary
     from ..provenance import provenance_attrs
+    from ..validation import spatial_block_folds
     from ..testing.synthetic import FACTORS, PREDICTORS, RH_UNITS, make_world
 
     timer = _Timer(ctx)
@@ -220,6 +224,30 @@ def run(recipe, ctx) -> None:
     with timer.step("fit the final zoned forest"):
         model = _zoned(cfg_zones, cfg_forest, factors, predictors).fit(X, y, groups=groups)
 
+    with timer.step("area of applicability and the model package (model/)"):
+        folds = groups if cfg_forest.validation == "loso" else spatial_block_folds(
+            table["lat"], table["lon"], cfg_forest.block_deg, n_folds=cfg_forest.n_block_folds,
+            random_state=cfg_forest.seed)
+        aoa = AreaOfApplicability().fit(X, model.importance_weights(), folds)
+        units = {c: cube[c].attrs.get("units") for c in X.columns}
+        roles = {c: "zone_factor" for c in factors if c not in predictors}
+        zs = summary(y, _aligned(zoned_loso, table, "zoned"))
+        write_package(
+            ctx.out / "model", model,
+            inputs=input_statistics(X, units, roles),
+            target={"name": "rh", "units": RH_UNITS,
+                    "standard_name": "heterotrophic_respiration_carbon_flux",
+                    "long_name": "heterotrophic respiration (zoned RF, SYNTHETIC)"},
+            time_step="8-day", applicability=aoa,
+            training={"sha256": table_sha256(table[["site_id", "time", "rh"] + list(X.columns)]),
+                      "n_rows": int(len(table)), "n_sites": int(table["site_id"].nunique())},
+            validation={"scheme": cfg_forest.validation,
+                        **{k: v for k, v in zs.items() if k in ("n", "r2", "rmse", "bias")}},
+            recipe=recipe, synthetic=True)
+        model = load_model(ctx.out / "model")  # map with what was written (verified)
+        log.info("model package %s (sha256 %s); AOA threshold DI = %.3f", ctx.out / "model",
+                 model.package_.checksum[:12], aoa.threshold_)
+
     land = cube["land_mask"].astype(bool)
     region = crop_to_bbox(cube, cfg_syn.bbox)
     land_r = region["land_mask"].astype(bool)
@@ -237,14 +265,12 @@ def run(recipe, ctx) -> None:
 
     with timer.step("map RH with Dask into Zarr (resumable)"):
         client = ctx.client()
-        rh = apply_to_cube(model, region, predictors + factors, mask=land_r, name="rh")
-        rh.attrs.update(units=RH_UNITS, long_name="heterotrophic respiration (zoned RF, SYNTHETIC)",
-                        standard_name="heterotrophic_respiration_carbon_flux")
-        zone_r = zclf.predict_cube(region, factors, mask=land_r)
-        zone_r.attrs.update(units="1", long_name="environmentally similar zone (-1 off land)")
-        pieces = {"rh": rh, "zone": zone_r,
-                  "land_mask": region["land_mask"].assign_attrs(
-                      long_name="land (true) or sea (false)", units="1")}
+        # the same path as `globalflux map model/ maps/predictors.zarr`
+        mapped = map_cube(model, region, mask=land_r)
+        pieces = dict(mapped.data_vars)
+        pieces["land_mask"] = region["land_mask"].assign_attrs(
+            long_name="land (true) or sea (false)", units="1")
+        attrs = dict(attrs, **mapped.attrs)
         # as_current: helpers that look up "the" client (distributed.as_completed) find this one
         with client.as_current():
             rh_path = map_to_store(
@@ -274,13 +300,20 @@ def run(recipe, ctx) -> None:
         pred = rh_store["rh"].values
         true = truth_r["rh_true"].values
         ok = np.broadcast_to(land_r.values, pred.shape)
-        from ..metrics import summary
-
         map_skill = summary(true[ok], pred[ok])
+        aoa_map = rh_store["aoa"].values
+        inside = aoa_map >= 0
+        out_share = float((aoa_map[inside] == 0).mean()) if inside.any() else float("nan")
+        out_total = float(np.nansum(np.where(aoa_map == 0, pred, 0.0)) / np.nansum(pred))
+        aoa_summary = {"threshold_di": float(model.package_.applicability.threshold_),
+                       "share_outside_aoa": out_share, "share_of_total_outside_aoa": out_total}
+        pd.DataFrame([aoa_summary]).to_csv(ctx.metrics / "applicability.csv", index=False)
+        log.info("area of applicability: %.1f%% of mapped land pixel-steps outside (%.1f%% of "
+                 "the RH total)", 100 * out_share, 100 * out_total)
 
     with timer.step("figures, metrics and report"):
         _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, zone_map, ari,
-                       rh_store, map_skill, cog_paths, timer)
+                       rh_store, map_skill, cog_paths, timer, aoa_summary)
     timer.table().to_csv(ctx.metrics / "timings.csv", index=False)  # now with the report step
 
 
@@ -365,7 +398,7 @@ def _aligned(result: pd.DataFrame, table: pd.DataFrame, name: str) -> np.ndarray
 
 
 def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, zone_map, ari,
-                   rh_store, map_skill, cog_paths, timer) -> None:
+                   rh_store, map_skill, cog_paths, timer, aoa_summary=None) -> None:
     from .. import report
     from ..metrics import summary
     from ..testing.synthetic import PREDICTORS, RH_UNITS
@@ -512,7 +545,8 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
             "Map against the true RH over every land pixel and step (answer key): "
             + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in map_skill.items() if k in ("n", "r2", "rmse", "bias"))
-            + f" ({RH_UNITS} for RMSE and bias).\n\n![RH map](figures/rh_map.png)\n\n"
+            + f" ({RH_UNITS} for RMSE and bias).\n\n" + _aoa_text(aoa_summary)
+            + "![RH map](figures/rh_map.png)\n\n"
             "![true RH](figures/rh_true_map.png)")),
         ("Timings", "Wall seconds per step in this run (the report step itself is in "
          "`metrics/timings.csv`).\n\n" + report.markdown_table(timings, floatfmt=".1f")),
@@ -521,6 +555,18 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
                         synthetic=True,
                         provenance={"recipe": "recipe.yaml", "workflow": recipe.workflow,
                                     "figures": ", ".join(f"figures/{p.name}" for p in figs.values())})
+
+
+def _aoa_text(aoa: dict | None) -> str:
+    """The area-of-applicability sentence of the report's map section."""
+    if not aoa:
+        return ""
+    return ("Area of applicability (Meyer and Pebesma 2021; `di` and `aoa` in `maps/rh.zarr`): "
+            f"**{100 * aoa['share_outside_aoa']:.1f}%** of the mapped land pixel-steps lie outside "
+            f"it (dissimilarity index above the cross-validated training threshold "
+            f"{aoa['threshold_di']:.3f}), holding {100 * aoa['share_of_total_outside_aoa']:.1f}% "
+            "of the mapped RH total. The model package is in `model/` "
+            "(`globalflux map model maps/predictors.zarr --out M.zarr` remaps it).\n\n")
 
 
 def _selection_text(model, report) -> str:
