@@ -98,6 +98,12 @@ def test_run_metadata_lists_every_map_variable_with_units_time_axis_and_syntheti
     assert lay["source"] == "cog"  # the demo's COGs hold the same pixels
     assert lay["kind"] == "continuous" and lay["vmin"] < lay["vmax"]
     assert len(lay["stops"]) > 2 and lay["units"] == "g C m-2 d-1"
+    if "rh_sd" in rh:  # the demo maps the trees' spread and the area of applicability
+        assert lay["band"] == {"kind": "spread", "lo": "rh_sd", "hi": "rh_sd",
+                               "label": "±1 " + rh["rh_sd"].attrs["long_name"]}
+    if "aoa" in rh:
+        assert lay["aoa"] == "rh/aoa" and layers["rh/aoa"]["is_aoa"]
+        assert layers["rh/aoa"]["static"] is ("time" not in rh["aoa"].dims)
     assert layers["rh/zone"]["kind"] == "categorical"
     assert [c["value"] for c in layers["rh/zone"]["categories"]] == [0, 1, 2, 3]
     assert layers["rh/zone"]["static"] is True and layers["rh/zone"]["times"] == ["static"]
@@ -184,7 +190,14 @@ def test_point_series_equals_the_zarr_store_at_that_pixel(server, demo_run):
     np.testing.assert_array_equal(got.astype("float32"), expect)
     assert [p["label"] for p in s["periods"]] == [f"{t:%Y-%m-%d}" for t in
                                                   pd.DatetimeIndex(ds["time"].values)]
-    assert s["units"] == "g C m-2 d-1" and s["band"] is None  # the demo store has no band yet
+    assert s["units"] == "g C m-2 d-1"
+    if "rh_sd" in ds:  # the demo maps the trees' spread: the band is rh +- rh_sd
+        sd = ds["rh_sd"].values[:, r, c].astype("float64")
+        np.testing.assert_allclose(s["band"]["lo"], expect.astype("float64") - sd)
+        np.testing.assert_allclose(s["band"]["hi"], expect.astype("float64") + sd)
+    if "aoa" in ds:
+        assert s["aoa"] == [None if np.isnan(a) else float(a) for a in ds["aoa"].values[:, r, c]]
+        assert s["layer"] == "rh/rh" and "di" not in s["context"]  # time-varying: its own layer
     assert s["context"]["zone"]["value"] == float(ds["zone"].values[r, c])
     assert s["context"]["land_mask"]["label"] == "land"
 

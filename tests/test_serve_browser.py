@@ -101,6 +101,13 @@ def test_page_shows_the_map_and_a_clicked_land_pixel_series(driver, demo_run, tm
             ".filter(function (i) { return i.naturalWidth === 256 &&"
             " i.src.indexOf(location.origin + '/tiles/rh/rh/') === 0; }).length;")
         assert n_tiles >= 1
+        if "aoa" in xr.open_zarr(store):  # the applicability overlay is on, with its own tiles
+            assert driver.find_element(By.ID, "aoa").is_displayed()
+            assert driver.find_element(By.ID, "aoa").is_selected()
+            _wait(driver, "return Array.from(document.querySelectorAll('img.leaflet-tile-loaded'))"
+                  ".some(function (i) { return i.src.indexOf('style=outside') > 0; });",
+                  what="applicability overlay tiles")
+            assert "outside the area of applicability" in driver.find_element(By.ID, "legend").text
 
         # move to period 10 with the slider's keyboard, then click the land pixel
         slider.click()
@@ -130,6 +137,9 @@ def test_page_shows_the_map_and_a_clicked_land_pixel_series(driver, demo_run, tm
         assert float(shown.split()[0]) == pytest.approx(float(rh[10, r, c]), rel=1e-3)
         assert "2020-03-21" in panel.text  # the period of step 10 (8-day periods from Jan 1)
         assert driver.find_elements(By.CSS_SELECTOR, "#series-chart path")
+        if "rh_sd" in xr.open_zarr(store):  # the uncertainty band is drawn and quoted
+            assert driver.find_elements(By.CSS_SELECTOR, "#series-chart polygon.band")
+            assert "band " in panel.text and "standard deviation" in panel.text
         # a click on the chart's left end moves the period slider to the first period
         chart = driver.find_element(By.ID, "series-chart")
         ActionChains(driver).move_to_element_with_offset(

@@ -497,7 +497,8 @@ def open_run(path: str | Path) -> RunIndex:
         raise InputFileError("holds no Zarr map store (maps/*.zarr)", where=str(path),
                              fix="Give a run folder written by `globalflux run`, its maps/ folder, "
                              "or a .zarr store.")
-    cogs = _scan_cogs(cog_dir)
+    # COGs of the run (maps/cog) and those `globalflux map --cog` writes into STORE/cog
+    cogs = _scan_cogs(cog_dir) + [c for sp in store_paths for c in _scan_cogs(sp / "cog")]
     stores: dict[str, _Store] = {}
     for sp in store_paths:
         sid = sp.name[: -len(".zarr")] if sp.name.endswith(".zarr") else sp.name

@@ -258,8 +258,9 @@
       }
       if (s.aoa !== null && s.aoa !== undefined) {
         var a = Array.isArray(s.aoa) ? s.aoa[t] : s.aoa;
-        if (a !== null) {
-          html += "<br>" + (a ? "inside" : "<b>outside</b>") + " the area of applicability";
+        if (a === 1 || a === 0) {  // 1 inside, 0 outside; -1 or none: not mapped
+          html += "<br><span id='series-aoa'>" + (a === 1 ? "inside" : "<b>outside</b>") +
+            " the area of applicability</span>";
         }
       }
       html += "</p>";
