@@ -1,6 +1,6 @@
-"""Shared by tests/test_serve.py and tests/test_serve_browser.py: a small demo run folder made by
-the real pipeline (``globalflux run recipes/demo.yaml`` on a 48 x 48 world, ~10 s), and
-``globalflux serve`` started on it in a child process on a free 127.0.0.1 port."""
+"""Shared by tests/test_serve.py and tests/test_serve_browser.py: ``globalflux serve`` (or ``run
+--serve`` of the demo recipe on a 48 x 48 world, ~10 s) in a child process on a free 127.0.0.1
+port, and a land pixel of a demo map store."""
 
 from __future__ import annotations
 
@@ -32,14 +32,6 @@ def tiny_demo_args(out: Path) -> list[str]:
     for o in TINY:
         args += ["--set", o]
     return args
-
-
-def make_demo_run(out: Path) -> Path:
-    """Run the demo recipe (tiny) into ``out`` through the CLI entry point; return ``out``."""
-    from globalflux.cli import main
-
-    assert main(["--quiet", *tiny_demo_args(out)]) == 0
-    return out
 
 
 def _env() -> dict[str, str]:

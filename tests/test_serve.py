@@ -16,15 +16,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from _serve_helpers import land_pixel, make_demo_run, serving, tiny_demo_args
+from _serve_helpers import land_pixel, serving, tiny_demo_args
 
 pytest.importorskip("rio_tiler", reason="pip install 'globalflux[serve]'")
 pytest.importorskip("tornado")
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    return make_demo_run(tmp_path_factory.mktemp("serve") / "demo")
+def demo_run(small_demo) -> Path:
+    """The session's small demo run folder (tests/conftest.py); nothing here modifies it."""
+    return small_demo
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from _serve_helpers import land_pixel, make_demo_run, serving
+from _serve_helpers import land_pixel, serving
 
 pytestmark = pytest.mark.browser
 
@@ -57,8 +57,9 @@ def driver(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
-    return make_demo_run(tmp_path_factory.mktemp("serve-browser") / "demo")
+def demo_run(small_demo) -> Path:
+    """The session's small demo run folder (tests/conftest.py); nothing here modifies it."""
+    return small_demo
 
 
 def _wait(driver, script: str, timeout: float = 60.0, what: str = ""):
