@@ -55,8 +55,12 @@ _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inli
         "frame-ancestors 'none'")
 
 
-class _Json404(Exception):
-    """A request for something the run does not have."""
+class _ApiError(tornado.web.HTTPError):
+    """A bad request: the status line keeps the standard reason, the JSON body has ``message``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status)
+        self.message = message
 
 
 class _BaseHandler(tornado.web.RequestHandler):
@@ -73,15 +77,17 @@ class _BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         allowed = self.settings.get("allowed_hosts")
         if allowed is not None and self.request.host_name.lower() not in allowed:
-            raise tornado.web.HTTPError(403, reason="host not allowed",
-                                        log_message=f"Host {self.request.host!r} refused")
+            raise _ApiError(403, "host not allowed: the viewer answers requests to "
+                                 "127.0.0.1/localhost only")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         message = self._reason
         exc_info = kwargs.get("exc_info")
         if exc_info is not None:
             exc = exc_info[1]
-            if isinstance(exc, tornado.web.HTTPError):
+            if isinstance(exc, _ApiError):
+                message = exc.message
+            elif isinstance(exc, tornado.web.HTTPError):
                 message = exc.reason or message
                 if status_code == 403 and message == "Forbidden":
                     message = "forbidden: not a file inside the static folder"
@@ -94,7 +100,7 @@ class _BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps({"error": str(message), "status": status_code}))
 
     def fail(self, status: int, message: str) -> None:
-        raise tornado.web.HTTPError(status, reason=_one_line(message))
+        raise _ApiError(status, _one_line(message))
 
     def send_json(self, obj: Any) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -116,8 +122,8 @@ class _BaseHandler(tornado.web.RequestHandler):
 
 
 def _one_line(text: str) -> str:
-    """HTTP reason phrases are one line of printable text."""
-    return " ".join(str(text).split()).encode("ascii", "replace").decode("ascii")[:1000]
+    """A message on one line, at most 1000 characters."""
+    return " ".join(str(text).split())[:1000]
 
 
 def _number(handler: _BaseHandler, name: str, text: str | None) -> float:
