@@ -31,6 +31,10 @@ def _add_run(sub) -> None:
     p.add_argument("--resume", action="store_true", help="finish what is missing in --out")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it is a globalflux run folder (after the checks pass)")
+    p.add_argument("--serve", action="store_true",
+                   help="start the map viewer (globalflux serve) on the run folder when done")
+    p.add_argument("--serve-port", type=int, default=None, metavar="P",
+                   help="port of the viewer started by --serve (default 8765; 0 picks a free one)")
 
 
 def _add_validate(sub) -> None:
@@ -165,6 +169,16 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="a local web map of a run's layers (time, legend, pixel series)")
+    p.add_argument("run", metavar="RUN_OR_STORE",
+                   help="a run folder written by globalflux run, its maps/ folder, or a .zarr store")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default 8765; 0: a free one)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; the viewer has "
+                   "no authentication)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="globalflux",
@@ -180,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_map(sub)
     _add_data(sub)
     _add_global_options(parser, top=True)
+    _add_serve(sub)
     return parser
 
 
@@ -187,10 +202,15 @@ def _cmd_run(args) -> int:
     from .pipeline import run_recipe, validate
 
     recipe = validate(args.recipe, args.overrides)
+    port = _serve_port(args.serve_port) if args.serve else None  # checked before the run
     out = args.out or f"runs/{recipe.name}"  # recipe.name is a plain name (preflight)
     run_recipe(recipe, out, scheduler=args.scheduler, resume=args.resume, overwrite=args.overwrite,
                scheduler_timeout=args.scheduler_timeout)
     print(f"globalflux: run folder {out} (report: {out}/report.md)")
+    if args.serve:
+        from .serve import serve
+
+        return serve(out, port=port)
     return 0
 
 
@@ -232,6 +252,24 @@ def _cmd_data(args) -> int:
     return cli_main(args)
 
 
+def _serve_port(port: int | None) -> int:
+    from .serve import DEFAULT_PORT, require
+
+    require()
+    if port is None:
+        return DEFAULT_PORT
+    if not 0 <= port <= 65535:
+        raise GlobalfluxError(f"port {port} is not in 0..65535", where="--port",
+                              fix="Give a TCP port, or 0 for a free one.")
+    return port
+
+
+def _cmd_serve(args) -> int:
+    from .serve import serve
+
+    return serve(args.run, host=args.host, port=_serve_port(args.port))
+
+
 _COMMANDS = {
     "run": _cmd_run,
     "validate": _cmd_validate,
@@ -240,6 +278,7 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "map": _cmd_map,
     "data": _cmd_data,
+    "serve": _cmd_serve,
 }
 
 
