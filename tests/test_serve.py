@@ -93,7 +93,7 @@ def test_run_metadata_lists_every_map_variable_with_units_time_axis_and_syntheti
     assert lay["times"] == [f"{t:%Y-%m-%d}" for t in pd.DatetimeIndex(rh["time"].values)]
     assert lay["source"] == "cog"  # the demo's COGs hold the same pixels
     assert lay["kind"] == "continuous" and lay["vmin"] < lay["vmax"]
-    assert len(lay["stops"]) > 2 and lay["units"] == "g C m-2 d-1"
+    assert len(lay["stops"]) > 2 and lay["units"] == "g m-2 d-1"
     if "rh_sd" in rh:  # the demo maps the trees' spread and the area of applicability
         assert lay["band"] == {"kind": "spread", "lo": "rh_sd", "hi": "rh_sd",
                                "label": "±1 " + rh["rh_sd"].attrs["long_name"]}
@@ -186,7 +186,7 @@ def test_point_series_equals_the_zarr_store_at_that_pixel(server, demo_run):
     np.testing.assert_array_equal(got.astype("float32"), expect)
     assert [p["label"] for p in s["periods"]] == [f"{t:%Y-%m-%d}" for t in
                                                   pd.DatetimeIndex(ds["time"].values)]
-    assert s["units"] == "g C m-2 d-1"
+    assert s["units"] == "g m-2 d-1"
     if "rh_sd" in ds:  # the demo maps the trees' spread: the band is rh +- rh_sd
         sd = ds["rh_sd"].values[:, r, c].astype("float64")
         np.testing.assert_allclose(s["band"]["lo"], expect.astype("float64") - sd)

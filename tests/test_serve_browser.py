@@ -84,13 +84,13 @@ def test_page_shows_the_map_and_a_clicked_land_pixel_series(driver, demo_run, tm
         assert driver.find_element(By.ID, "synthetic").is_displayed()
         assert driver.find_element(By.ID, "synthetic").text == "SYNTHETIC"
         options = [o.text for o in driver.find_elements(By.CSS_SELECTOR, "#layer option")]
-        assert any(o.startswith("rh: heterotrophic respiration") and "[g C m-2 d-1]" in o
+        assert any(o.startswith("rh: heterotrophic respiration") and "[g m-2 d-1]" in o
                    for o in options)
         assert any(o.startswith("zone:") for o in options)
         slider = driver.find_element(By.ID, "time")
         assert int(slider.get_attribute("max")) == rh.shape[0] - 1
         legend = driver.find_element(By.ID, "legend").text
-        assert "g C m-2 d-1" in legend and "heterotrophic respiration" in legend
+        assert "g m-2 d-1" in legend and "heterotrophic respiration" in legend
         # tiles of the data layer really are images served by us, with pixels drawn
         n_tiles = driver.execute_script(
             "return Array.from(document.querySelectorAll('.gf-data img.leaflet-tile-loaded'))"
@@ -129,7 +129,7 @@ def test_page_shows_the_map_and_a_clicked_land_pixel_series(driver, demo_run, tm
         assert (got[0], got[1]) == (r, c)
         np.testing.assert_array_equal(np.float32(got[2]), rh[:, r, c])
         shown = driver.find_element(By.ID, "series-value").text
-        assert shown.endswith("g C m-2 d-1")
+        assert shown.endswith("g m-2 d-1")
         assert float(shown.split()[0]) == pytest.approx(float(rh[10, r, c]), rel=1e-3)
         assert "2020-03-21" in panel.text  # the period of step 10 (8-day periods from Jan 1)
         assert driver.find_elements(By.CSS_SELECTOR, "#series-chart path")

@@ -90,6 +90,13 @@ def _read_tile(index: RunIndex, layer: Layer, t: str, z: int, x: int, y: int):
         if da.dtype == bool:
             da = da.astype("uint8")
         nodata = np.nan if np.issubdtype(da.dtype, np.floating) else None
+        if da.encoding.get("_FillValue") is not None and nodata is None:
+            # an integer layer keeps its fill value in the encoding (io.store.open_dataset), which
+            # rioxarray would read as "masked to NaN": declare it as the layer's own nodata instead
+            fill = da.encoding["_FillValue"]
+            da = da.copy()
+            da.encoding = {k: v for k, v in da.encoding.items() if k != "_FillValue"}
+            da = da.rio.write_nodata(fill, encoded=False)
         with XarrayReader(da) as src:
             return src.tile(x, y, z, tilesize=TILE_SIZE, reproject_method="nearest",
                             nodata=nodata)
