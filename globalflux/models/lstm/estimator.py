@@ -1,8 +1,4 @@
-"""A global LSTM for daily soil CO2 efflux (Smykalov et al.), as a scikit-learn-style estimator.
-
-The network (:class:`EffluxLSTM`) is one ``torch.nn.LSTM`` layer (hidden 128 by default), dropout
-(0.2) on its output and a linear head; static site attributes are concatenated to the dynamic
-inputs of every time step (Kratzert et al. 2019, HESS 23:5089, "static features at every step").
+"""The estimator: :class:`LSTMRegressor`, one LSTM for all sites (scikit-learn contract).
 
 Training follows hydroDL (Fang et al. 2017, GRL 44:11030): mini-batches of random
 ``seq_len``-day subsequences drawn across all sites, mean-squared error on observed days only
@@ -11,26 +7,10 @@ mini-batches; by default hydroDL's rule ``ceil(log(0.01) / log(1 - batch_size*se
 with ``n_days`` the observed training days, i.e. each observed day is drawn with probability 0.99.
 A subsequence is drawn uniformly among the windows of a site that hold at least one observed
 target (windows of pure gap carry no loss and are skipped).
-
-Scaling: every input and the target are transformed ``z = (asinh(x) - lo) / (hi - lo)`` with
-``lo, hi`` the minimum and maximum of ``asinh(x)`` over the training data only (days inside the
-sites' observed spans); they are stored with the model. After scaling, missing driver values
-are imputed with the training mean of the scaled driver. Predictions are transformed back with
-``sinh(z * (hi - lo) + lo)``.
-
-Checkpoints are a folder: ``weights.pt`` (a state dict of tensors, loaded with
-``torch.load(weights_only=True)``, never arbitrary unpickling) and ``config.json`` (parameters,
-input names, scalers, epoch, loss history, random-generator state). Training resumes from one;
-a checkpoint made with another configuration raises :class:`CheckpointError` naming the keys.
-
-Gridded inference (:func:`predict_cube`) runs the network sequence to sequence over every pixel
-of a daily ``(time, y, x)`` cube, carrying the hidden and cell state from one time chunk to the
-next, with one Dask task chain per spatial chunk.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,137 +22,28 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import CheckpointError, DataError, ModelError
+from ...errors import DataError, ModelError
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    _flatten_optimizer,
+    _nest_optimizer,
+    _read_checkpoint,
+    _read_meta,
+    write_checkpoint,
+)
+from .inference import LSTMWeights, _run, model_inputs, predict_cube
+from .network import EffluxLSTM, _torch
+from .scaling import Scaler
 
-__all__ = [
-    "EffluxLSTM",
-    "LSTMRegressor",
-    "Scaler",
-    "add_doy_features",
-    "predict_cube",
-    "lstm_chunk",
-    "CHECKPOINT_FORMAT",
-]
+__all__ = ["LSTMRegressor", "LSTMEnsemble", "add_doy_features", "hydrodl_batches",
+           "PACKAGE_FORMAT"]
+
+#: version of the ``to_package`` section layout
+PACKAGE_FORMAT = 1
 
 log = logging.getLogger("globalflux.lstm")
 
-CHECKPOINT_FORMAT = 1
-#: parameters that must agree between a checkpoint and the estimator loading it
-_ARCH_KEYS = ("hidden_size", "dropout", "seq_len", "batch_size", "batches_per_epoch",
-              "learning_rate", "random_state", "target", "drivers", "statics")
 
-
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is a hard dependency
-        raise ImportError("globalflux.models.lstm needs PyTorch: pip install torch") from exc
-    return torch
-
-
-# --------------------------------------------------------------------------------------------
-# the network
-# --------------------------------------------------------------------------------------------
-def _module_class():
-    torch = _torch()
-    nn = torch.nn
-
-    class _EffluxLSTM(nn.Module):
-        """LSTM -> dropout -> linear head; statics concatenated to every step's inputs.
-
-        Parameters
-        ----------
-        n_dynamic, n_static
-            Number of daily and of static inputs.
-        hidden_size
-            LSTM hidden units (128 in Smykalov et al.).
-        dropout
-            Dropout probability on the LSTM output before the head (0.2).
-        """
-
-        def __init__(self, n_dynamic: int, n_static: int, hidden_size: int = 128,
-                     dropout: float = 0.2):
-            super().__init__()
-            self.n_dynamic = n_dynamic
-            self.n_static = n_static
-            self.hidden_size = hidden_size
-            self.lstm = nn.LSTM(n_dynamic + n_static, hidden_size, batch_first=True)
-            self.dropout = nn.Dropout(dropout)
-            self.head = nn.Linear(hidden_size, 1)
-
-        def forward(self, x_dyn, x_static=None, state=None):
-            """``x_dyn`` (batch, time, n_dynamic), ``x_static`` (batch, n_static), ``state``
-            ``(h, c)`` each (1, batch, hidden) or None -> ``(y (batch, time), (h, c))``."""
-            if self.n_static:
-                stat = x_static[:, None, :].expand(-1, x_dyn.shape[1], -1)
-                x = torch.cat([x_dyn, stat], dim=-1)
-            else:
-                x = x_dyn
-            out, new_state = self.lstm(x, state)
-            y = self.head(self.dropout(out)).squeeze(-1)
-            return y, new_state
-
-    return _EffluxLSTM
-
-
-def EffluxLSTM(n_dynamic: int, n_static: int, hidden_size: int = 128, dropout: float = 0.2):
-    """Build the network (a ``torch.nn.Module``); see the module docstring."""
-    return _module_class()(n_dynamic, n_static, hidden_size, dropout)
-
-
-# --------------------------------------------------------------------------------------------
-# scaling
-# --------------------------------------------------------------------------------------------
-class Scaler:
-    """``z = (asinh(x) - lo) / (hi - lo)`` per column; ``lo, hi`` from training data only.
-
-    A constant column (``hi == lo``) maps to 0. ``mean`` is the training mean of ``z`` (used to
-    impute missing inputs).
-    """
-
-    def __init__(self, lo: np.ndarray, hi: np.ndarray, mean: np.ndarray):
-        self.lo = np.asarray(lo, dtype="float64")
-        self.hi = np.asarray(hi, dtype="float64")
-        self.mean = np.asarray(mean, dtype="float64")
-
-    @classmethod
-    def fit(cls, x: np.ndarray, names: Sequence[str], what: str) -> Scaler:
-        """Fit on ``x`` (..., n_columns); a column without any finite value is a DataError."""
-        a = np.arcsinh(np.asarray(x, dtype="float64").reshape(-1, len(names)))
-        finite = np.isfinite(a)
-        bad = [n for n, ok in zip(names, finite.any(axis=0), strict=True) if not ok]
-        if bad:
-            raise DataError(f"{what} {bad} have no finite value in the training data",
-                            where=", ".join(bad),
-                            fix="Check the input variables, or leave them out of the model.")
-        lo = np.nanmin(a, axis=0)
-        hi = np.nanmax(a, axis=0)
-        span = np.where(hi > lo, hi - lo, 1.0)
-        mean = np.nanmean((a - lo) / span, axis=0)
-        return cls(lo, hi, mean)
-
-    def transform(self, x: np.ndarray, impute: bool = True) -> np.ndarray:
-        span = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
-        z = (np.arcsinh(np.asarray(x, dtype="float64")) - self.lo) / span
-        if impute:
-            z = np.where(np.isfinite(z), z, self.mean)
-        return z.astype("float32")
-
-    def inverse(self, z: np.ndarray) -> np.ndarray:
-        span = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
-        return np.sinh(np.asarray(z, dtype="float64") * span + self.lo)
-
-    def to_json(self) -> dict[str, list[float]]:
-        return {"lo": self.lo.tolist(), "hi": self.hi.tolist(), "mean": self.mean.tolist()}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Scaler:
-        return cls(np.array(d["lo"]), np.array(d["hi"]), np.array(d["mean"]))
-
-
-# --------------------------------------------------------------------------------------------
-# inputs
-# --------------------------------------------------------------------------------------------
 def add_doy_features(ds: xr.Dataset, time_dim: str = "time") -> xr.Dataset:
     """Add ``doy_sin`` and ``doy_cos``: the day of year on the unit circle (period 365.25 d).
 
@@ -228,8 +99,10 @@ def _as_arrays(model: LSTMRegressor, X, y=None, static=None, *, need_target: boo
     return dyn, stat, yy, [f"site{i}" for i in range(S)], None
 
 
-def _check_sites(dyn, stat, y, ids, drivers, statics, seq_len):
-    """Bad inputs named: all-NaN targets, a driver or static missing at a site, short sites."""
+def _check_sites(dyn, stat, y, ids, drivers, statics, seq_len, masked=()):
+    """Bad inputs named: all-NaN targets, a driver or static missing at a site, short sites.
+
+    Drivers in ``masked`` may be missing at a site (they carry an availability channel)."""
     obs = np.isfinite(y)
     if not obs.any():
         raise DataError("all target values are NaN", where="LSTM target",
@@ -246,7 +119,7 @@ def _check_sites(dyn, stat, y, ids, drivers, statics, seq_len):
                             where=f"site {sid}",
                             fix="Drop the site or lower seq_len.")
         for j, name in enumerate(drivers):
-            if not np.isfinite(dyn[i, a:b, j]).any():
+            if name not in masked and not np.isfinite(dyn[i, a:b, j]).any():
                 raise DataError(f"driver {name!r} is missing (all NaN) at this site",
                                 where=f"site {sid}",
                                 fix=f"Drop the site or remove {name!r} from the drivers.")
@@ -294,9 +167,7 @@ def hydrodl_batches(n_days: int, batch_size: int, seq_len: int) -> int:
     return max(1, math.ceil(math.log(0.01) / math.log(1.0 - frac)))
 
 
-# --------------------------------------------------------------------------------------------
-# the estimator
-# --------------------------------------------------------------------------------------------
+
 class LSTMRegressor:
     """One LSTM for all sites, sequence to sequence (scikit-learn estimator contract).
 
@@ -348,7 +219,7 @@ class LSTMRegressor:
                  seq_len: int = 30, epochs: int = 200, batch_size: int = 64,
                  batches_per_epoch: int | None = None, learning_rate: float = 1e-3,
                  device: str = "cpu", num_threads: int | None = None, random_state: int = 0,
-                 verbose: int = 0):
+                 verbose: int = 0, masked_drivers: Sequence[str] = ()):
         self.drivers = drivers
         self.statics = statics
         self.target = target
@@ -363,11 +234,12 @@ class LSTMRegressor:
         self.num_threads = num_threads
         self.random_state = random_state
         self.verbose = verbose
+        self.masked_drivers = masked_drivers
 
     # sklearn plumbing -------------------------------------------------------------------------
     _PARAMS = ("drivers", "statics", "target", "hidden_size", "dropout", "seq_len", "epochs",
                "batch_size", "batches_per_epoch", "learning_rate", "device", "num_threads",
-               "random_state", "verbose")
+               "random_state", "verbose", "masked_drivers")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -396,7 +268,22 @@ class LSTMRegressor:
             "target": str(self.target),
             "drivers": [str(d) for d in self.drivers],
             "statics": [str(s) for s in self.statics],
+            # only when used, so checkpoints written before the key existed still load
+            **({"masked_drivers": [str(d) for d in self.masked_drivers]}
+               if len(self.masked_drivers) else {}),
         }
+
+    def _available(self) -> tuple[int, ...]:
+        """Driver columns with an availability channel (``masked_drivers``, in driver order)."""
+        unknown = [d for d in self.masked_drivers if d not in self.drivers]
+        if unknown:
+            raise ModelError(f"masked_drivers {unknown} are not among drivers {list(self.drivers)}",
+                             where="LSTMRegressor.masked_drivers",
+                             fix="List only names that are also in drivers.")
+        return tuple(i for i, d in enumerate(self.drivers) if d in set(self.masked_drivers))
+
+    def _n_inputs(self) -> int:
+        return len(self.drivers) + len(self._available())
 
     # fitting ------------------------------------------------------------------------------------
     def fit(self, X, y=None, *, static=None, checkpoint: str | Path | None = None,
@@ -428,8 +315,12 @@ class LSTMRegressor:
         """
         torch = _torch()
         dyn, stat, yy, ids, _ = _as_arrays(self, X, y, static, need_target=True)
+        if isinstance(X, xr.Dataset):
+            self.units_ = {v: str(X[v].attrs.get("units", _UNITS.get(v, "")))
+                           for v in [*self.drivers, *self.statics, self.target]}
+        avail = self._available()
         spans = _check_sites(dyn, stat, yy, ids, list(self.drivers), list(self.statics),
-                             int(self.seq_len))
+                             int(self.seq_len), masked=set(self.masked_drivers))
         device = _resolve_device(self.device)
         start_from = None
         if resume and checkpoint is not None and (Path(checkpoint) / "config.json").is_file():
@@ -453,7 +344,7 @@ class LSTMRegressor:
                 self.epoch_ = 0
                 self.loss_history_ = []
                 state = None
-            module = EffluxLSTM(len(self.drivers), len(self.statics), int(self.hidden_size),
+            module = EffluxLSTM(self._n_inputs(), len(self.statics), int(self.hidden_size),
                                 float(self.dropout)).to(device)
             opt = torch.optim.Adam(module.parameters(), lr=float(self.learning_rate))
             rng = np.random.default_rng(int(self.random_state))
@@ -469,7 +360,7 @@ class LSTMRegressor:
             self.device_ = device
 
             # scaled training arrays (float32), target NaN where unobserved
-            zd = self.scaler_dyn_.transform(dyn)
+            zd = model_inputs(self.scaler_dyn_, dyn, avail)
             zs = (self.scaler_static_.transform(stat) if len(self.statics)
                   else np.zeros((dyn.shape[0], 0), "float32"))
             zy = self.scaler_y_.transform(yy[..., None], impute=False)[..., 0]
@@ -564,7 +455,8 @@ class LSTMRegressor:
         self._check_fitted()
         sd = {k: v.detach().cpu().numpy().copy() for k, v in self.module_.state_dict().items()}
         return LSTMWeights(sd, self.scaler_dyn_, self.scaler_static_, self.scaler_y_,
-                           int(self.hidden_size), len(self.drivers), len(self.statics))
+                           int(self.hidden_size), len(self.drivers), len(self.statics),
+                           available=self._available())
 
     # checkpoints --------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -574,8 +466,6 @@ class LSTMRegressor:
 
     def _save(self, path, opt, rng) -> Path:
         torch = _torch()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         state = {"model": {k: v.detach().cpu() for k, v in self.module_.state_dict().items()},
                  "torch_rng": torch.get_rng_state()}
         if opt is not None:
@@ -595,13 +485,8 @@ class LSTMRegressor:
         }
         meta["params"]["drivers"] = list(self.drivers)
         meta["params"]["statics"] = list(self.statics)
-        # write to temporary names, then rename: an interrupted save never leaves half a file
-        tmp_w, tmp_c = path / "weights.pt.tmp", path / "config.json.tmp"
-        torch.save(state, tmp_w)
-        tmp_c.write_text(json.dumps(meta, indent=1, default=_json_default), encoding="utf-8")
-        tmp_w.replace(path / "weights.pt")
-        tmp_c.replace(path / "config.json")
-        return path
+        meta["params"]["masked_drivers"] = list(self.masked_drivers)
+        return write_checkpoint(path, state, meta)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu", num_threads: int | None = None,
@@ -617,11 +502,12 @@ class LSTMRegressor:
         params["device"], params["num_threads"] = device, num_threads
         params["drivers"] = tuple(params["drivers"])
         params["statics"] = tuple(params["statics"])
+        params["masked_drivers"] = tuple(params.get("masked_drivers", ()))
         model = cls(**{k: v for k, v in params.items() if k in cls._PARAMS})
         state, meta = _read_checkpoint(path, (expect or model)._config())
         model._restore_meta(meta)
         dev = _resolve_device(device)
-        module = EffluxLSTM(len(model.drivers), len(model.statics), int(model.hidden_size),
+        module = EffluxLSTM(model._n_inputs(), len(model.statics), int(model.hidden_size),
                             float(model.dropout)).to(dev)
         module.load_state_dict(state["model"])
         module.eval()
@@ -630,71 +516,284 @@ class LSTMRegressor:
         return model
 
 
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+    # model packages (contract with globalflux.io.model_package) -------------------------------
+    def to_package(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The fitted model as a JSON-able manifest section and safe payloads.
+
+        Returns
+        -------
+        (section, payloads)
+            ``section``: ``kind: lstm``, the parameters, the inputs (drivers and statics with
+            units and training ranges: min, max and mean in original units), the target, the
+            time step (``P1D``), the engine (torch version) and the scalers; ``payloads``:
+            ``{"lstm_weights.pt": bytes}``, the network's ``state_dict`` (tensors only, written
+            with ``torch.save``, read back with ``weights_only=True``).
+        """
+        torch = _torch()
+        self._check_fitted()
+        import io
+
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.module_.state_dict().items()}, buf)
+        params = {k: (list(v) if isinstance(v, tuple) else v)
+                  for k, v in self.get_params().items()}
+        params["drivers"] = [str(d) for d in self.drivers]
+        params["statics"] = [str(d) for d in self.statics]
+        params["masked_drivers"] = [str(d) for d in self.masked_drivers]
+        units = getattr(self, "units_", {})
+
+        def _inputs(names, sc):
+            return [{"name": str(n), "units": units.get(n, _UNITS.get(n, "")),
+                     "train_min": float(np.sinh(sc.lo[j])), "train_max": float(np.sinh(sc.hi[j])),
+                     "scaled_mean": float(sc.mean[j])} for j, n in enumerate(names)]
+
+        section = {
+            "kind": "lstm",
+            "format": PACKAGE_FORMAT,
+            "engine": {"name": "torch", "version": str(torch.__version__)},
+            "time_step": "P1D",
+            "sequence_to_sequence": True,
+            "target": {"name": str(self.target),
+                       "units": units.get(self.target, _UNITS.get(self.target, "")),
+                       "train_min": float(np.sinh(self.scaler_y_.lo[0])),
+                       "train_max": float(np.sinh(self.scaler_y_.hi[0]))},
+            "inputs": {"drivers": _inputs(self.drivers, self.scaler_dyn_),
+                       "statics": _inputs(self.statics, self.scaler_static_),
+                       "availability_channels": [str(d) for d in self.drivers
+                                                 if d in set(self.masked_drivers)]},
+            "params": params,
+            "epoch": int(self.epoch_),
+            "scalers": {"dynamic": self.scaler_dyn_.to_json(),
+                        "static": self.scaler_static_.to_json(),
+                        "target": self.scaler_y_.to_json(),
+                        "transform": "z = (asinh(x) - lo) / (hi - lo); missing -> mean"},
+            "payloads": {"weights": "lstm_weights.pt"},
+        }
+        return section, {"lstm_weights.pt": buf.getvalue()}
+
+    @classmethod
+    def from_package(cls, section: dict[str, Any], payloads: dict[str, bytes], *,
+                     device: str = "cpu", num_threads: int | None = None):
+        """Rebuild the fitted model from :meth:`to_package`'s output (no unpickling).
+
+        A section with ``members`` (written by :meth:`LSTMEnsemble.to_package`) gives an
+        :class:`LSTMEnsemble`. The weights are read with ``torch.load(weights_only=True)``: a
+        payload holding anything but tensors raises :class:`ModelError`.
+        """
+        if section.get("kind") != "lstm":
+            raise ModelError(f"section kind {section.get('kind')!r} is not 'lstm'",
+                             where="model package", fix="Load it with its own model class.")
+        if section.get("format") != PACKAGE_FORMAT:
+            raise ModelError(f"LSTM package format {section.get('format')!r}, expected "
+                             f"{PACKAGE_FORMAT}", where="model package",
+                             fix="Re-export the model with this globalflux version.")
+        if "members" in section:
+            return LSTMEnsemble.from_package(section, payloads, device=device,
+                                             num_threads=num_threads)
+        return cls._from_section(section, payloads, device=device, num_threads=num_threads)
+
+    @classmethod
+    def _from_section(cls, section, payloads, *, device="cpu", num_threads=None):
+        params = dict(section["params"])
+        params.update(device=device, num_threads=num_threads)
+        for k in ("drivers", "statics", "masked_drivers"):
+            params[k] = tuple(params.get(k, ()))
+        model = cls(**{k: v for k, v in params.items() if k in cls._PARAMS})
+        name = section.get("payloads", {}).get("weights", "lstm_weights.pt")
+        if name not in payloads:
+            raise ModelError(f"payload {name!r} is missing", where="model package",
+                             fix="Re-export the model; the package is incomplete.")
+        state = _load_state_bytes(payloads[name], name)
+        sc = section["scalers"]
+        model.scaler_dyn_ = Scaler.from_json(sc["dynamic"])
+        model.scaler_static_ = Scaler.from_json(sc["static"])
+        model.scaler_y_ = Scaler.from_json(sc["target"])
+        model.epoch_ = int(section.get("epoch", 0))
+        model.loss_history_ = []
+        units = {d["name"]: d.get("units", "") for g in ("drivers", "statics")
+                 for d in section.get("inputs", {}).get(g, [])}
+        units[model.target] = section.get("target", {}).get("units", "")
+        model.units_ = units
+        dev = _resolve_device(device)
+        module = EffluxLSTM(model._n_inputs(), len(model.statics), int(model.hidden_size),
+                            float(model.dropout))
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, KeyError) as exc:
+            raise ModelError(f"{name} does not fit the network in the section ({exc})",
+                             where="model package", fix="Re-export the model.") from None
+        model.module_ = module.to(dev).eval()
+        model.device_ = dev
+        return model
 
 
-def _flatten_optimizer(osd: dict) -> dict:
-    """Adam's state dict as flat tensors + JSON-able parts (all loadable with weights_only)."""
-    out = {"optimizer": {"param_groups": osd["param_groups"],
-                         "state": {str(k): v for k, v in osd["state"].items()}}}
-    return out
+_UNITS = {"Ts": "degC", "Tair": "degC", "SWC": "m3 m-3", "Rs": "g C m-2 d-1", "Rh": "g C m-2 d-1",
+          "doy_sin": "1", "doy_cos": "1"}
 
 
-def _nest_optimizer(state: dict) -> dict:
-    o = state["optimizer"]
-    return {"param_groups": o["param_groups"], "state": {int(k): v for k, v in o["state"].items()}}
+def _load_state_bytes(data: bytes, name: str) -> dict:
+    """A state dict of tensors from bytes, with ``weights_only=True`` (pickles are refused)."""
+    import io
 
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    cfg = path / "config.json"
-    if not cfg.is_file() or not (path / "weights.pt").is_file():
-        raise CheckpointError("not a checkpoint folder (needs weights.pt and config.json)",
-                              where=str(path), fix="Point to a folder written by LSTMRegressor.save "
-                              "or a run's models/lstm.")
-    try:
-        meta = json.loads(cfg.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"config.json is corrupt ({exc.__class__.__name__})", where=str(cfg),
-                              fix="Delete the checkpoint and train afresh.") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT}",
-                              where=str(cfg), fix="Retrain with this globalflux version.")
-    return meta
-
-
-def _read_checkpoint(path: Path, config: dict[str, Any]) -> tuple[dict, dict]:
-    """Weights (weights_only) and metadata; configuration must equal ``config``."""
     torch = _torch()
-    path = Path(path)
-    meta = _read_meta(path)
-    saved = meta.get("config", {})
-    diff = [k for k in sorted(set(saved) | set(config)) if saved.get(k) != config.get(k)]
-    if diff:
-        detail = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {config.get(k)!r}" for k in diff)
-        raise CheckpointError(f"checkpoint was made with another configuration ({detail})",
-                              where=str(path),
-                              fix="Use the checkpoint's settings, or train afresh without it "
-                              "(remove lstm.checkpoint or choose another --out).")
     try:
-        state = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to read the weights is a bad file
-        raise CheckpointError(f"weights.pt cannot be read ({exc.__class__.__name__})",
-                              where=str(path / "weights.pt"),
-                              fix="Delete the checkpoint and train afresh.") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError("weights.pt holds no model state dict", where=str(path / "weights.pt"),
-                              fix="Delete the checkpoint and train afresh.")
-    return state, meta
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - anything unreadable or unsafe is a bad payload
+        raise ModelError(f"{name} is not a tensors-only state dict ({exc.__class__.__name__})",
+                         where="model package",
+                         fix="Re-export the model with to_package(); arbitrary pickles are "
+                         "never loaded.") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ModelError(f"{name} holds something other than a dict of tensors",
+                         where="model package", fix="Re-export the model with to_package().")
+    return state
 
 
-# --------------------------------------------------------------------------------------------
-# subsequence sampling
-# --------------------------------------------------------------------------------------------
+class LSTMEnsemble:
+    """``n_members`` copies of one :class:`LSTMRegressor`, seeds ``random_state + i``.
+
+    The prediction is the ensemble mean; the spread (standard deviation across members, ``ddof=1``;
+    0 for one member) is the uncertainty at sites (:meth:`predict` with ``return_std``) and in
+    maps (:meth:`predict_cube`).
+
+    Parameters
+    ----------
+    estimator
+        The unfitted template (cloned per member with ``random_state + i``).
+    n_members
+        Ensemble size (at least 1).
+
+    Attributes
+    ----------
+    members_
+        The fitted :class:`LSTMRegressor` of every member, member 0 first (seed ``random_state``).
+    """
+
+    _PARAMS = ("estimator", "n_members")
+
+    def __init__(self, estimator: LSTMRegressor | None = None, n_members: int = 5):
+        self.estimator = estimator
+        self.n_members = n_members
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._PARAMS}
+
+    def set_params(self, **params) -> LSTMEnsemble:
+        for k, v in params.items():
+            if k not in self._PARAMS:
+                raise ValueError(f"invalid parameter {k!r} for LSTMEnsemble")
+            setattr(self, k, v)
+        return self
+
+    def _template(self) -> LSTMRegressor:
+        n = self.n_members
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ModelError(f"ensemble size {n!r}", where="lstm.ensemble",
+                             fix="Use a whole number of members, at least 1.")
+        return self.estimator if self.estimator is not None else LSTMRegressor()
+
+    def fit(self, X, y=None, *, static=None, checkpoints: Sequence[str | Path] | None = None,
+            **fit_kw) -> LSTMEnsemble:
+        """Fit every member on the same data (``fit_kw`` go to :meth:`LSTMRegressor.fit`;
+        ``checkpoints``: one folder per member, or None)."""
+        tmpl = self._template()
+        if checkpoints is not None and len(checkpoints) != int(self.n_members):
+            raise ModelError(f"{len(checkpoints)} checkpoint folders for {self.n_members} members",
+                             where="LSTMEnsemble.fit", fix="Give one folder per member.")
+        self.members_ = []
+        base = tmpl.get_params()
+        for i in range(int(self.n_members)):
+            member = LSTMRegressor(**{**base, "random_state": int(base["random_state"]) + i})
+            init = fit_kw.get("init_from") if i == 0 else None
+            kw = {**fit_kw, "init_from": init}
+            member.fit(X, y, static=static,
+                       checkpoint=None if checkpoints is None else checkpoints[i], **kw)
+            self.members_.append(member)
+        self.fit_seconds_ = float(sum(m.fit_seconds_ for m in self.members_))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "members_", None):
+            raise ModelError("the LSTM ensemble is not fitted", where="LSTMEnsemble",
+                             fix="Call fit() first.")
+
+    def predict(self, X, *, static=None, return_std: bool = False, return_members: bool = False):
+        """Ensemble mean (and spread, and every member's prediction) like
+        :meth:`LSTMRegressor.predict`."""
+        self._check_fitted()
+        preds = [m.predict(X, static=static) for m in self.members_]
+        arr = np.stack([np.asarray(p) for p in preds])
+        mean = arr.mean(axis=0)
+        std = arr.std(axis=0, ddof=1) if len(preds) > 1 else np.where(np.isfinite(mean), 0.0, np.nan)
+        if isinstance(X, xr.Dataset):
+            p0 = preds[0]
+            mean = p0.copy(data=mean).rename(p0.name)
+            mean.attrs["long_name"] = f"LSTM ensemble mean of {len(preds)} members"
+            std = p0.copy(data=std).rename(f"{p0.name}_spread")
+            std.attrs["long_name"] = f"LSTM ensemble standard deviation ({len(preds)} members)"
+        out = [mean]
+        if return_std:
+            out.append(std)
+        if return_members:
+            out.append(preds)
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def weights(self) -> list[LSTMWeights]:
+        self._check_fitted()
+        return [m.weights() for m in self.members_]
+
+    def predict_cube(self, ds: xr.Dataset, drivers: Sequence[str], statics: Sequence[str],
+                     mask: xr.DataArray | None = None, time_chunk: int = 365, *,
+                     name: str = "Rs", **kw) -> xr.Dataset:
+        """Lazy ensemble map: ``name`` (mean) and ``name_spread`` (standard deviation across
+        members), each ``(time, y, x)``; ``kw`` go to :func:`predict_cube` per member."""
+        self._check_fitted()
+        maps = [predict_cube(m, ds, drivers, statics, mask, time_chunk, name=name, **kw)
+                for m in self.members_]
+        stack = xr.concat(maps, dim="member")
+        mean = stack.mean("member")
+        std = (stack.std("member", ddof=1) if len(maps) > 1
+               else xr.where(np.isfinite(mean), 0.0, np.nan).astype(mean.dtype))
+        mean.attrs = {**maps[0].attrs, "long_name": f"LSTM ensemble mean ({len(maps)} members)"}
+        std.attrs = {"long_name": f"LSTM ensemble spread: standard deviation across {len(maps)} "
+                     "members", "lstm_time_chunk": int(time_chunk)}
+        return xr.Dataset({name: mean, f"{name}_spread": std})
+
+    def to_package(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """Member 0's section plus ``members`` (one weights payload per member, each member's
+        scalers and seed); see :meth:`LSTMRegressor.to_package`."""
+        self._check_fitted()
+        section, payloads = self.members_[0].to_package()
+        section = dict(section)
+        members, out = [], {}
+        for i, m in enumerate(self.members_):
+            sec, pay = (section, payloads) if i == 0 else m.to_package()
+            fname = f"lstm_weights_{i:02d}.pt"
+            out[fname] = pay["lstm_weights.pt"]
+            members.append({"weights": fname, "random_state": int(m.random_state),
+                            "epoch": int(m.epoch_), "scalers": sec["scalers"]})
+        section["members"] = members
+        section["payloads"] = {"weights": [m["weights"] for m in members]}
+        return section, out
+
+    @classmethod
+    def from_package(cls, section: dict[str, Any], payloads: dict[str, bytes], *,
+                     device: str = "cpu", num_threads: int | None = None) -> LSTMEnsemble:
+        members = []
+        for m in section["members"]:
+            sec = {**section, "scalers": m["scalers"], "epoch": m["epoch"],
+                   "params": {**section["params"], "random_state": m["random_state"]},
+                   "payloads": {"weights": m["weights"]}}
+            sec.pop("members")
+            members.append(LSTMRegressor._from_section(sec, payloads, device=device,
+                                                       num_threads=num_threads))
+        ens = cls(LSTMRegressor(**{k: v for k, v in members[0].get_params().items()}),
+                  n_members=len(members))
+        ens.members_ = members
+        return ens
+
+
 def _valid_starts(obs: np.ndarray, spans, L: int) -> tuple[np.ndarray, np.ndarray]:
     """All (site, start) of L-day windows inside a site's span that hold >= 1 observed day."""
     sites, starts = [], []
@@ -718,262 +817,3 @@ def _draw(rng: np.random.Generator, starts, n: int) -> tuple[np.ndarray, np.ndar
     idx = first[pick] + within
     return sites[idx], st[idx]
 
-
-# --------------------------------------------------------------------------------------------
-# numpy-weights inference shared by predict() and predict_cube()
-# --------------------------------------------------------------------------------------------
-class LSTMWeights:
-    """Everything needed to predict, as numpy arrays (pickles small; one copy per Dask graph)."""
-
-    def __init__(self, state: dict[str, np.ndarray], scaler_dyn: Scaler, scaler_static: Scaler,
-                 scaler_y: Scaler, hidden_size: int, n_dynamic: int, n_static: int):
-        self.state = state
-        self.scaler_dyn = scaler_dyn
-        self.scaler_static = scaler_static
-        self.scaler_y = scaler_y
-        self.hidden_size = hidden_size
-        self.n_dynamic = n_dynamic
-        self.n_static = n_static
-        self.token = _token(state)
-
-    def __dask_tokenize__(self):
-        return ("LSTMWeights", self.token)
-
-    def __repr__(self) -> str:
-        return (f"LSTMWeights(hidden={self.hidden_size}, dynamic={self.n_dynamic}, "
-                f"static={self.n_static}, token={self.token[:8]})")
-
-
-def _token(state: dict[str, np.ndarray]) -> str:
-    import hashlib
-
-    h = hashlib.sha1()
-    for k in sorted(state):
-        h.update(k.encode())
-        h.update(np.ascontiguousarray(state[k]).tobytes())
-    return h.hexdigest()
-
-
-_MODULE_CACHE: dict[tuple[str, str], Any] = {}
-
-
-def _module_for(weights: LSTMWeights, device: str = "cpu"):
-    """The torch module of ``weights``, built once per process and device."""
-    torch = _torch()
-    key = (weights.token, device)
-    mod = _MODULE_CACHE.get(key)
-    if mod is None:
-        mod = EffluxLSTM(weights.n_dynamic, weights.n_static, weights.hidden_size, 0.0)
-        mod.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.state.items()})
-        mod.eval().to(device)
-        if len(_MODULE_CACHE) > 8:
-            _MODULE_CACHE.clear()
-        _MODULE_CACHE[key] = mod
-    return mod
-
-
-def _run(weights: LSTMWeights, dyn: np.ndarray, stat: np.ndarray, h0, c0, device: str = "cpu"):
-    """Run ``dyn`` (P, T, D) raw inputs with ``stat`` (P, K) from state (h0, c0) (each (P, H)
-    float32 or None). Returns ``(y (P, T) original units, h, c)``."""
-    torch = _torch()
-    mod = _module_for(weights, device)
-    zd = weights.scaler_dyn.transform(dyn)
-    zs = (weights.scaler_static.transform(stat) if weights.n_static
-          else np.zeros((dyn.shape[0], 0), "float32"))
-    with torch.no_grad():
-        state = None
-        if h0 is not None:
-            state = (torch.from_numpy(np.ascontiguousarray(h0, "float32"))[None].to(device),
-                     torch.from_numpy(np.ascontiguousarray(c0, "float32"))[None].to(device))
-        z, (h, c) = mod(torch.from_numpy(zd).to(device), torch.from_numpy(zs).to(device), state)
-    y = weights.scaler_y.inverse(z.cpu().numpy()[..., None])[..., 0]
-    return y, h[0].cpu().numpy(), c[0].cpu().numpy()
-
-
-def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray, ...],
-               state: tuple[np.ndarray, np.ndarray] | None, *drivers: np.ndarray,
-               dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1):
-    """One time chunk of one spatial block: the unit task of :func:`predict_cube`.
-
-    Parameters
-    ----------
-    weights
-        :class:`LSTMWeights`.
-    mask
-        (ny, nx) bool: pixels to predict (also requires finite statics).
-    statics
-        Tuple of (ny, nx) arrays, one per static input.
-    state
-        ``(h, c)`` each (ny*nx, hidden) float32 from the previous time chunk, or None (zeros).
-    drivers
-        (t, ny, nx) arrays, one per driver.
-    torch_threads
-        Torch intra-op threads of the process running the task (set, not restored: tasks run
-        concurrently). Default 1: Dask supplies the parallelism, and several OpenMP threads
-        per task oversubscribe the cores (measured 18x slower on 2 busy cores). None: leave
-        torch's setting alone.
-
-    Returns
-    -------
-    (y, (h, c))
-        ``y`` (t, ny, nx) prediction (NaN outside the mask), and the state after the last day.
-
-    Notes
-    -----
-    Memory per task: the output block (t x ny x nx, ``dtype``), the state (2 x ny*nx x hidden
-    float32, kept until the next time chunk of the same block runs) and one batch of
-    ``batch_pixels`` x t x n_drivers inputs (float64 while scaling).
-    """
-    if torch_threads is not None:
-        torch = _torch()
-        if torch.get_num_threads() != int(torch_threads):
-            torch.set_num_threads(int(torch_threads))
-    T, ny, nx = drivers[0].shape
-    P = ny * nx
-    H = weights.hidden_size
-    flat = [np.asarray(d).reshape(T, P) for d in drivers]  # views where possible, no float64 copy
-    stat = (np.stack([np.asarray(s, dtype="float64").reshape(P) for s in statics], axis=-1)
-            if statics else np.zeros((P, 0)))
-    ok = np.asarray(mask, dtype=bool).reshape(P) & np.isfinite(stat).all(axis=1)
-    if state is None:
-        h = np.zeros((P, H), "float32")
-        c = np.zeros((P, H), "float32")
-    else:
-        h, c = state[0].copy(), state[1].copy()
-    out = np.full((P, T), np.nan, dtype=dtype)
-    idx = np.flatnonzero(ok)
-    for s in range(0, idx.size, batch_pixels):
-        sel = idx[s:s + batch_pixels]
-        dyn = np.stack([f[:, sel] for f in flat], axis=-1).transpose(1, 0, 2)  # (B, T, D)
-        y, hh, cc = _run(weights, dyn, stat[sel], h[sel], c[sel])
-        out[sel] = y.astype(dtype)
-        h[sel], c[sel] = hh, cc
-    return out.T.reshape(T, ny, nx), (h, c)
-
-
-def _chunk_output(result):
-    return result[0]
-
-
-def _chunk_state(result):
-    return result[1]
-
-
-def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Sequence[str],
-                 statics: Sequence[str], mask: xr.DataArray | None = None, time_chunk: int = 365,
-                 *, dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1,
-                 name: str = "Rs") -> xr.DataArray:
-    """Apply a fitted LSTM to every pixel of a daily cube, sequence to sequence, lazily.
-
-    The time axis is cut into chunks of ``time_chunk`` days; for every spatial chunk one chain of
-    Dask tasks runs the chunks in order, handing the LSTM's hidden and cell state from one time
-    chunk to the next (``lstm_chunk``), so the result equals running each pixel's whole series
-    at once (state zero on the first day). No 30-day window is ever recomputed.
-
-    Parameters
-    ----------
-    model
-        A fitted :class:`LSTMRegressor` (or its :meth:`~LSTMRegressor.weights`). The weights go
-        into the graph once, as one Dask Delayed object shared by every task.
-    ds
-        Cube with dims ``(time, y, x)``: the ``drivers`` as (time, y, x) (1-D (time,) ones such
-        as ``doy_sin`` broadcast) and ``statics`` as (y, x), in the units the model was trained
-        with (IGBP one-hot layers as 0/1 variables).
-    drivers, statics
-        Variable names in ``ds``, in the model's column order (``model.drivers``,
-        ``model.statics``); the names may differ from the model's, the meaning may not.
-    mask
-        (y, x) bool, True where to predict; None: everywhere the statics are finite.
-    time_chunk
-        Days per time chunk of the output (and per task).
-    dtype, name
-        Output dtype and name.
-    batch_pixels
-        Pixels per LSTM call inside a task (bounds the task's input memory).
-    torch_threads
-        Torch threads per worker process (see :func:`lstm_chunk`; default 1).
-
-    Returns
-    -------
-    xr.DataArray
-        Lazy ``(time, y, x)`` prediction in target units, chunked (time_chunk, y-chunks,
-        x-chunks); NaN outside the mask. Building it computes nothing.
-    """
-    import dask
-    import dask.array as da
-
-    weights = model.weights() if isinstance(model, LSTMRegressor) else model
-    if len(drivers) != weights.n_dynamic or len(statics) != weights.n_static:
-        raise ModelError(
-            f"{len(drivers)} drivers and {len(statics)} statics given, the model takes "
-            f"{weights.n_dynamic} and {weights.n_static}", where="predict_cube",
-            fix=("Pass the cube variables matching model.drivers="
-                 f"{list(getattr(model, 'drivers', []))} and model.statics="
-                 f"{list(getattr(model, 'statics', []))}, in that order."))
-    missing = [v for v in list(drivers) + list(statics) if v not in ds]
-    if missing:
-        raise DataError(f"cube lacks variable(s) {missing}", where="predict_cube",
-                        fix=f"Add them; the cube has {sorted(ds.data_vars)}.")
-    for dim in ("time", "y", "x"):
-        if dim not in ds.dims:
-            raise DataError(f"cube has no {dim!r} dimension (dims {tuple(ds.dims)})",
-                            where="predict_cube", fix="Pass a (time, y, x) cube.")
-    ychunks = _spatial_chunks(ds, "y")
-    xchunks = _spatial_chunks(ds, "x")
-    tchunks = _split(ds.sizes["time"], int(time_chunk))
-    chunks = {"time": tchunks, "y": ychunks, "x": xchunks}
-    ny, nx, nt = ds.sizes["y"], ds.sizes["x"], ds.sizes["time"]
-    keep = {k: c for k, c in ds.coords.items() if set(c.dims) <= {"time", "y", "x"}}
-    tmpl2 = xr.DataArray(da.zeros((ny, nx), chunks=(ychunks, xchunks), dtype="int8"),
-                         dims=("y", "x"), coords={"y": ds["y"], "x": ds["x"]})
-    tmpl3 = xr.DataArray(da.zeros((nt, ny, nx), chunks=(tchunks, ychunks, xchunks), dtype="int8"),
-                         dims=("time", "y", "x"),
-                         coords={"time": ds["time"], "y": ds["y"], "x": ds["x"]})
-
-    def _prep(arr: xr.DataArray, dims) -> da.Array:
-        extra = [d for d in arr.dims if d not in dims]
-        if extra:
-            raise DataError(f"variable {arr.name!r} has dims {arr.dims}", where="predict_cube",
-                            fix="Drivers must be over (time, y, x) and statics over (y, x).")
-        a = xr.broadcast(arr, tmpl3 if "time" in dims else tmpl2)[0].transpose(*dims)
-        data = a.data if isinstance(a.data, da.Array) else da.from_array(np.asarray(a.data))
-        return data.rechunk(tuple(chunks[d] for d in dims))
-
-    drv = [_prep(ds[v], ("time", "y", "x")) for v in drivers]
-    sta = [_prep(ds[v], ("y", "x")) for v in statics]
-    if mask is None:
-        msk = da.ones((ny, nx), dtype=bool, chunks=(ychunks, xchunks))
-    else:
-        msk = _prep(mask.astype(bool), ("y", "x"))
-    w = dask.delayed(weights, pure=True)
-    drv_d = [d.to_delayed() for d in drv]
-    sta_d = [s.to_delayed() for s in sta]
-    msk_d = msk.to_delayed()
-    rows = [[[None] * len(xchunks) for _ in ychunks] for _ in tchunks]
-    for i, ny in enumerate(ychunks):
-        for j, nx in enumerate(xchunks):
-            state = None
-            for k, nt in enumerate(tchunks):
-                res = dask.delayed(lstm_chunk, pure=True)(
-                    w, msk_d[i, j], tuple(s[i, j] for s in sta_d), state,
-                    *[d[k, i, j] for d in drv_d], dtype=dtype, batch_pixels=batch_pixels,
-                    torch_threads=torch_threads)
-                out = dask.delayed(_chunk_output, pure=True)(res)
-                state = dask.delayed(_chunk_state, pure=True)(res)
-                rows[k][i][j] = da.from_delayed(out, shape=(nt, ny, nx), dtype=np.dtype(dtype))
-    data = da.block(rows)
-    return xr.DataArray(data, dims=("time", "y", "x"), coords=keep, name=name,
-                        attrs={"long_name": "LSTM prediction (sequence to sequence)",
-                               "lstm_time_chunk": int(time_chunk)})
-
-
-def _split(n: int, size: int) -> tuple[int, ...]:
-    size = max(1, int(size))
-    return tuple([size] * (n // size) + ([n % size] if n % size else []))
-
-
-def _spatial_chunks(ds: xr.Dataset, dim: str) -> tuple[int, ...]:
-    for v in ds.data_vars.values():
-        if dim in v.dims and v.chunks is not None:
-            return v.chunks[v.dims.index(dim)]
-    return (ds.sizes[dim],)
