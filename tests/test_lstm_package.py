@@ -140,3 +140,24 @@ def test_ensemble_size_must_be_positive(n):
     X, y, s = arrays(n_sites=2, n_days=60)
     with pytest.raises(ModelError, match="ensemble size"):
         LSTMEnsemble(small(), n_members=n).fit(X, y, static=s)
+
+
+def test_global_q10_learns_parameters_from_attributes():
+    from globalflux.models.baselines import GlobalQ10Model
+
+    rng = np.random.default_rng(0)
+    n_sites, n_days = 12, 200
+    attr = rng.uniform(-1, 1, (n_sites, 2))
+    r10 = np.exp(0.5 + 0.4 * attr[:, 0])
+    q10 = np.exp(0.8 - 0.2 * attr[:, 1])
+    T = 10 + 8 * rng.normal(size=(n_sites, n_days))
+    R = r10[:, None] * q10[:, None] ** ((T - 10) / 10)
+    train = np.arange(n_sites) < 9
+    Rt = np.where(train[:, None], R, np.nan)
+    m = GlobalQ10Model(alpha=1e-6).fit(attr[train], T[train], Rt[train])
+    assert m.n_sites_ == 9
+    # unseen sites (never in fit) get their own parameters from their attributes
+    np.testing.assert_allclose(m.predict_params(attr[~train]), np.c_[r10, q10][~train], rtol=1e-4)
+    np.testing.assert_allclose(m.predict(attr[~train], T[~train]), R[~train], rtol=1e-3)
+    with pytest.raises(ModelError, match="training site"):
+        GlobalQ10Model().fit(attr[:3], np.full((3, 5), np.nan), np.full((3, 5), np.nan))
