@@ -161,3 +161,17 @@ def test_global_q10_learns_parameters_from_attributes():
     np.testing.assert_allclose(m.predict(attr[~train], T[~train]), R[~train], rtol=1e-3)
     with pytest.raises(ModelError, match="training site"):
         GlobalQ10Model().fit(attr[:3], np.full((3, 5), np.nan), np.full((3, 5), np.nan))
+
+
+def test_predict_cube_device_auto_and_missing_cuda():
+    X, y, s = arrays(n_sites=2, n_days=50)
+    m = small().fit(X, y, static=s)
+    ds = xr.Dataset({"Ts": (("time", "y", "x"), X[..., 0].T[:, None, :]),
+                     "SWC": (("time", "y", "x"), X[..., 1].T[:, None, :]),
+                     "base": (("y", "x"), s[None, :, 0]), "elev": (("y", "x"), s[None, :, 1])})
+    cpu = predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=20).values
+    auto = predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=20, device="auto").values
+    np.testing.assert_allclose(auto, cpu, rtol=1e-4, atol=1e-5)  # TF32 on a GPU: close, not equal
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="device 'cuda' requested"):
+            predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], device="cuda")

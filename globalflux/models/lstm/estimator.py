@@ -31,7 +31,7 @@ from .checkpoint import (
     _read_meta,
     write_checkpoint,
 )
-from .inference import LSTMWeights, _run, model_inputs, predict_cube
+from .inference import LSTMWeights, _run, model_inputs, predict_cube, resolve_device
 from .network import EffluxLSTM, _torch
 from .scaling import Scaler
 
@@ -146,17 +146,7 @@ def _threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def _resolve_device(device: str) -> str:
-    torch = _torch()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' requested but CUDA is not available", where="lstm.device",
-                         fix="Use device: auto or cpu.")
-    if device not in ("cpu", "cuda"):
-        raise ModelError(f"unknown device {device!r}", where="lstm.device",
-                         fix="Use auto, cpu or cuda.")
-    return device
+_resolve_device = resolve_device
 
 
 def hydrodl_batches(n_days: int, batch_size: int, seq_len: int) -> int:

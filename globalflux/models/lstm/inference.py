@@ -61,6 +61,20 @@ def _token(state: dict[str, np.ndarray]) -> str:
 _MODULE_CACHE: dict[tuple[str, str], Any] = {}
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is a ModelError."""
+    torch = _torch()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' requested but CUDA is not available", where="lstm.device",
+                         fix="Use device: auto or cpu.")
+    if device not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}", where="lstm.device",
+                         fix="Use auto, cpu or cuda.")
+    return device
+
+
 def model_inputs(scaler: Scaler, dyn: np.ndarray, available: Sequence[int] = ()) -> np.ndarray:
     """Network inputs from raw drivers ``dyn`` (..., D): scaled drivers (missing values filled
     with the training mean of the scaled driver) followed by one 0/1 availability channel per
@@ -109,7 +123,8 @@ def _run(weights: LSTMWeights, dyn: np.ndarray, stat: np.ndarray, h0, c0, device
 
 def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray, ...],
                state: tuple[np.ndarray, np.ndarray] | None, *drivers: np.ndarray,
-               dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1):
+               dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1,
+               device: str = "cpu"):
     """One time chunk of one spatial block: the unit task of :func:`predict_cube`.
 
     Parameters
@@ -129,6 +144,9 @@ def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray
         concurrently). Default 1: Dask supplies the parallelism, and several OpenMP threads
         per task oversubscribe the cores (measured 18x slower on 2 busy cores). None: leave
         torch's setting alone.
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available): where the network runs;
+        inputs and outputs stay numpy.
 
     Returns
     -------
@@ -145,6 +163,7 @@ def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray
         torch = _torch()
         if torch.get_num_threads() != int(torch_threads):
             torch.set_num_threads(int(torch_threads))
+    device = resolve_device(device)
     T, ny, nx = drivers[0].shape
     P = ny * nx
     H = weights.hidden_size
@@ -162,7 +181,7 @@ def lstm_chunk(weights: LSTMWeights, mask: np.ndarray, statics: tuple[np.ndarray
     for s in range(0, idx.size, batch_pixels):
         sel = idx[s:s + batch_pixels]
         dyn = np.stack([f[:, sel] for f in flat], axis=-1).transpose(1, 0, 2)  # (B, T, D)
-        y, hh, cc = _run(weights, dyn, stat[sel], h[sel], c[sel])
+        y, hh, cc = _run(weights, dyn, stat[sel], h[sel], c[sel], device=device)
         out[sel] = y.astype(dtype)
         h[sel], c[sel] = hh, cc
     return out.T.reshape(T, ny, nx), (h, c)
@@ -176,10 +195,10 @@ def _chunk_state(result):
     return result[1]
 
 
-def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Sequence[str],
+def predict_cube(model: Any, ds: xr.Dataset, drivers: Sequence[str],
                  statics: Sequence[str], mask: xr.DataArray | None = None, time_chunk: int = 365,
                  *, dtype: str = "float32", batch_pixels: int = 4096, torch_threads: int | None = 1,
-                 name: str = "Rs") -> xr.DataArray:
+                 name: str = "Rs", device: str = "cpu") -> xr.DataArray:
     """Apply a fitted LSTM to every pixel of a daily cube, sequence to sequence, lazily.
 
     The time axis is cut into chunks of ``time_chunk`` days; for every spatial chunk one chain of
@@ -209,6 +228,8 @@ def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Se
         Pixels per LSTM call inside a task (bounds the task's input memory).
     torch_threads
         Torch threads per worker process (see :func:`lstm_chunk`; default 1).
+    device
+        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available) for the network in every task.
 
     Returns
     -------
@@ -219,6 +240,7 @@ def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Se
     import dask
     import dask.array as da
 
+    resolve_device(device)  # an unavailable device fails here, not inside a task
     weights = model if isinstance(model, LSTMWeights) else model.weights()
     if len(drivers) != weights.n_dynamic or len(statics) != weights.n_static:
         raise ModelError(
@@ -274,7 +296,7 @@ def predict_cube(model: LSTMRegressor | LSTMWeights, ds: xr.Dataset, drivers: Se
                 res = dask.delayed(lstm_chunk, pure=True)(
                     w, msk_d[i, j], tuple(s[i, j] for s in sta_d), state,
                     *[d[k, i, j] for d in drv_d], dtype=dtype, batch_pixels=batch_pixels,
-                    torch_threads=torch_threads)
+                    torch_threads=torch_threads, device=device)
                 out = dask.delayed(_chunk_output, pure=True)(res)
                 state = dask.delayed(_chunk_state, pure=True)(res)
                 rows[k][i][j] = da.from_delayed(out, shape=(nt, ny, nx), dtype=np.dtype(dtype))
