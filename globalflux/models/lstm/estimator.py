@@ -184,6 +184,11 @@ class LSTMRegressor:
         Seed of weights, subsequence draws and dropout.
     verbose
         Log the loss every this many epochs (0: never).
+    masked_drivers
+        Drivers that may be missing (all NaN at a site, or on some days): each gets a 0/1
+        availability input (1 where the raw value is finite), appended after the drivers; the
+        missing values are filled with the training mean of the scaled driver. Without it a
+        driver missing at a whole site is a DataError.
 
     Attributes
     ----------
