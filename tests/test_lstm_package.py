@@ -175,3 +175,12 @@ def test_predict_cube_device_auto_and_missing_cuda():
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="device 'cuda' requested"):
             predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], device="cuda")
+
+
+def test_column_constant_in_training_maps_to_zero():
+    from globalflux.models.lstm import Scaler
+
+    sc = Scaler.fit(np.array([[0.0, 1.0], [0.0, 3.0]]), ["igbp_X", "v"], "statics")
+    z = sc.transform(np.array([[1.0, 2.0], [0.0, np.nan]]))
+    assert z[0, 0] == 0.0 and z[1, 0] == 0.0  # a class never seen in training: no signal
+    assert 0.0 < z[0, 1] < 1.0 and z[1, 1] == pytest.approx(sc.mean[1])

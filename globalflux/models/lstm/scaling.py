@@ -20,7 +20,7 @@ __all__ = ["Scaler"]
 class Scaler:
     """``z = (asinh(x) - lo) / (hi - lo)`` per column; ``lo, hi`` from training data only.
 
-    A constant column (``hi == lo``) maps to 0. ``mean`` is the training mean of ``z`` (used to
+    A column constant in training (``hi == lo``) maps every finite value to 0. ``mean`` is the training mean of ``z`` (used to
     impute missing inputs).
     """
 
@@ -48,6 +48,9 @@ class Scaler:
     def transform(self, x: np.ndarray, impute: bool = True) -> np.ndarray:
         span = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
         z = (np.arcsinh(np.asarray(x, dtype="float64")) - self.lo) / span
+        # a column constant in training carries no learned information: any value maps to 0
+        # (e.g. an IGBP one-hot column of a class only held-out sites have)
+        z = np.where((self.hi > self.lo) | ~np.isfinite(z), z, 0.0)
         if impute:
             z = np.where(np.isfinite(z), z, self.mean)
         return z.astype("float32")
