@@ -109,6 +109,8 @@ def _add_map(sub) -> None:
     p.add_argument("--out", required=True, help="output Zarr store (must not exist unless --resume)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of an existing Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--scheduler-timeout", type=float, default=None, metavar="SECONDS",
+                   help="seconds to wait for --scheduler (default 30)")
     p.add_argument("--bbox", default=None, metavar="W,S,E,N", help="map only this box")
     p.add_argument("--time", default=None, metavar="START[/END]", help="map only these steps")
     p.add_argument("--resume", action="store_true", help="finish an interrupted --out store")
