@@ -848,26 +848,12 @@ def _lstm_spatial_chunks(ds: xr.Dataset, names: Sequence[str], dim: str) -> tupl
 
 
 
-_LSTM_MODULES: dict[tuple[str, str], Any] = {}
-
-
 def _lstm_module(weights: Any, device: str = "cpu") -> Any:
-    """The torch module of ``weights`` (evaluation mode) on ``device``, built once per process."""
-    import torch
+    """The torch module of ``weights`` (evaluation mode) on ``device``, built once per process
+    (shared with site prediction: :func:`globalflux.models.lstm.inference._module_for`)."""
+    from .models.lstm.inference import _module_for
 
-    from .models.lstm import EffluxLSTM
-
-    key = (weights.token, device)
-    mod = _LSTM_MODULES.get(key)
-    if mod is None:
-        n_in = weights.n_dynamic + len(getattr(weights, "available", ()))
-        mod = EffluxLSTM(n_in, weights.n_static, weights.hidden_size, 0.0)
-        mod.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.state.items()})
-        mod.eval().to(device)
-        if len(_LSTM_MODULES) >= 8:
-            _LSTM_MODULES.clear()
-        _LSTM_MODULES[key] = mod
-    return mod
+    return _module_for(weights, device)
 
 
 def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
@@ -1148,6 +1134,8 @@ def map_lstm(
     batch_pixels: int = 4096,
     torch_threads: int | None = 1,
     device: str = "cpu",
+    drivers: Sequence[str] | None = None,
+    statics: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """The daily map of a (packaged) LSTM or LSTM seed ensemble over a daily cube, lazily.
 
@@ -1174,6 +1162,9 @@ def map_lstm(
         (``ddof=1``), named like the forests' spread across trees.
     dtype, batch_pixels, torch_threads, device
         See :func:`apply_lstm_to_cube`.
+    drivers, statics
+        Cube variable names to use for the model's drivers and statics, in the model's order
+        (default: the model's own names).
 
     Returns
     -------
@@ -1185,7 +1176,8 @@ def map_lstm(
     pkg = _package_of(model)
     members = list(getattr(model, "members_", None) or [model])
     base = members[0]
-    drivers, statics = [str(v) for v in base.drivers], [str(v) for v in base.statics]
+    drivers = [str(v) for v in (base.drivers if drivers is None else drivers)]
+    statics = [str(v) for v in (base.statics if statics is None else statics)]
     if check:
         check_inputs(pkg, cube, drivers + statics)
         require_daily(cube, where="cube")
