@@ -46,14 +46,22 @@ log = logging.getLogger("globalflux.lstm")
 
 
 def add_doy_features(ds: xr.Dataset, time_dim: str = "time") -> xr.Dataset:
-    """Add ``doy_sin`` and ``doy_cos``: the day of year on the unit circle (period 365.25 d).
+    """Add ``doy_sin`` and ``doy_cos``: the day of year on the unit circle, the sine and cosine
+    of :func:`globalflux.cube.day_of_year_angle` (the project's one encoding; ``doy_sin``
+    equals the cube variable ``sin_doy``).
 
     Works on site Datasets ``(site, time)`` and cubes ``(time, y, x)``; the new variables are
     1-D over ``time`` (they broadcast) and lazy-free (computed from the time coordinate only).
     """
-    t = ds[time_dim].dt.dayofyear.astype("float64")
-    ang = 2.0 * np.pi * (t - 1.0) / 365.25
-    return ds.assign(doy_sin=np.sin(ang).astype("float32"), doy_cos=np.cos(ang).astype("float32"))
+    from ...cube import day_of_year_angle
+
+    ang = day_of_year_angle(ds[time_dim].values)
+    attrs = {"units": "1"}
+    return ds.assign(
+        doy_sin=((time_dim,), np.sin(ang).astype("float32"),
+                 {**attrs, "long_name": "sine of day of year, sin(2 pi (DOY - 1) / 365.25)"}),
+        doy_cos=((time_dim,), np.cos(ang).astype("float32"),
+                 {**attrs, "long_name": "cosine of day of year, cos(2 pi (DOY - 1) / 365.25)"}))
 
 
 def _as_arrays(model: LSTMRegressor, X, y=None, static=None, *, need_target: bool):
