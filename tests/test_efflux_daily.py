@@ -501,7 +501,12 @@ def test_stac_daily_cube_and_cosore_sites_train_and_map(tmp_path, capsys):
     assert ds.attrs["synthetic"] == "false" and "spatial_ref" in ds.coords
     assert np.isnan(ds["efflux"].values[:, 0, 0]).all()  # LST fill everywhere there: not mapped
     assert np.isfinite(ds["efflux"].values[:, 3, 4]).all()
-    assert (out / "model" / "weights.pt").is_file() and (out / "maps" / "stac").is_dir()
+    assert (out / "model" / "model.json").is_file() and (out / "maps" / "stac").is_dir()
+    from globalflux.io.model_package import read_package
+
+    pkg = read_package(out / "model")
+    assert pkg.manifest["synthetic"] is False and pkg.manifest["kind"] == "lstm"
+    assert ds.attrs["model_sha256"] == pkg.checksum
     assert not (out / "metrics" / "map_vs_truth.csv").exists()  # no answer key for real inputs
     assert "SYNTHETIC" not in (out / "report.md").read_text()
 
@@ -548,3 +553,29 @@ def test_resume_of_a_finished_run_recomputes_nothing(small_run, tmp_path):
     assert "efflux.zarr is complete; nothing to do" in log
     np.testing.assert_array_equal(xr.open_zarr(out / "maps" / "efflux.zarr")["efflux"].values,
                                   before)
+
+
+@pytest.mark.slow
+def test_ensemble_run_maps_the_spread_and_globalflux_map_reproduces_it(tmp_path, capsys):
+    """lstm.ensemble=2: the package holds both members; the map gets efflux_sd (the spread
+    across members, named like the forests' rh_sd); `globalflux map` gives both layers value
+    for value."""
+    out = tmp_path / "ens"
+    assert run_efflux(out, SMALL + ["lstm.ensemble=2"]) == 0
+    from globalflux.io.model_package import read_package
+
+    pkg = read_package(out / "model")
+    assert pkg.manifest["lstm"]["members"] == 2 and len(pkg.manifest["payloads"]) == 2
+    own = xr.open_zarr(out / "maps" / "efflux.zarr")
+    land = own["land_mask"].values.astype(bool)
+    sd = own["efflux_sd"].values
+    assert np.isfinite(sd[:, land]).all() and (sd[:, land] > 0).mean() > 0.99
+    assert np.isnan(sd[:, ~land]).all()
+    assert (out / "models" / "lstm_member1").is_dir()
+    capsys.readouterr()
+    got = tmp_path / "m.zarr"
+    assert main(["map", str(out / "model"), str(out / "maps" / "drivers.zarr"),
+                 "--out", str(got)]) == 0
+    m = xr.open_zarr(got)
+    np.testing.assert_array_equal(m["efflux"].values, own["efflux"].values)
+    np.testing.assert_array_equal(m["efflux_sd"].values, sd)
