@@ -1031,6 +1031,9 @@ def apply_lstm_to_cube(
                             fix="Pass a (time, y, x) cube.")
     if check_daily:
         require_daily(ds)
+    if hasattr(model, "members_"):
+        raise ModelError("an LSTM ensemble has one map per member", where="apply_lstm_to_cube",
+                         fix="Map it with globalflux.mapping.map_lstm (mean and <target>_sd).")
     weights = model.weights() if isinstance(model, LSTMRegressor) else model
     if _is_lazy_model(weights):
         w = weights if hasattr(weights, "__dask_graph__") else dask.delayed(weights)

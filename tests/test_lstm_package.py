@@ -234,6 +234,8 @@ def test_ensemble_package_maps_mean_and_sd_through_map_cube(tmp_path):
     mean, std = ens.predict(X, static=s, return_std=True)
     np.testing.assert_allclose(out["efflux"].values[:, 0, :].T, mean, rtol=2e-5, atol=1e-6)
     np.testing.assert_allclose(out["efflux_sd"].values[:, 0, :].T, std, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ModelError, match="map_lstm"):
+        apply_lstm_to_cube(model, ds, ["Ts", "SWC"], ["base", "elev"])
     # units are checked against the manifest
     with pytest.raises(DataError, match="cube variable Ts: has units 'K'"):
         globalflux.map_cube(model, ds.assign(Ts=ds["Ts"].assign_attrs(units="K")))
