@@ -25,6 +25,12 @@ progress=True, fingerprint=None, max_graph_tasks=100_000) -> Path``
     ``max_graph_tasks``. The store is then marked complete and consolidated.
     ``client`` is a ``distributed.Client`` or None (Dask's threaded scheduler).
 
+``map_cube(model, cube, *, mask=None, bbox=None, time=None, ...) -> Dataset``
+    The lazy map of a (packaged) model: forests through :func:`apply_to_cube`; an LSTM or LSTM
+    seed ensemble through ``map_lstm`` (daily cube, :func:`apply_lstm_to_cube` per member with
+    the state carried across time chunks, ``<target>_sd`` across members), written with
+    ``map_chains_to_store``.
+
 ``graph_tasks(obj) -> int``
     Number of tasks in the graph of a lazy xarray/dask object.
 

@@ -322,7 +322,7 @@ def test_globalflux_map_of_the_package_reproduces_the_workflow_map_and_a_new_yea
     """`globalflux map E/model CUBE` over the next year of the synthetic driver cube (the
     run's year followed by a new one): the run's year equals the workflow's own map value for
     value (the state starts at zero on the cube's first day in both); the new year is mapped
-    on every land pixel. With --bbox/--time: the same subset."""
+    on every land pixel. A bbox/time subset (globalflux.map_cube) is the same subset."""
     cube = _two_year_cube(small_run, tmp_path)
     out = tmp_path / "m.zarr"
     code = main(["map", str(small_run / "model"), str(cube), "--out", str(out)])
@@ -338,13 +338,14 @@ def test_globalflux_map_of_the_package_reproduces_the_workflow_map_and_a_new_yea
     new = got["efflux"].sel(time="2021").values
     assert np.isfinite(new[:, land]).all() and np.isnan(new[:, ~land]).all()
     assert not np.allclose(new[:365], first[:365], equal_nan=True)  # new weather, new values
-    # a sub-region and an earlier end (--bbox, --time) is the same subset
+    # a sub-region and an earlier end (bbox, time) through the Python API: the same subset
+    import globalflux
+
     x, y = own["x"].values, own["y"].values
-    bbox = f"{x[5]:.6f},{y[20]:.6f},{x[20]:.6f},{y[4]:.6f}"
-    sub = tmp_path / "sub.zarr"
-    assert main(["map", str(small_run / "model"), str(cube), "--out", str(sub), "--bbox", bbox,
-                 "--time", "2020-01-01/2021-03-31"]) == 0
-    part = xr.open_zarr(sub)["efflux"]
+    part = globalflux.map_cube(globalflux.load_model(small_run / "model"), xr.open_zarr(cube),
+                               bbox=(x[5], y[20], x[20], y[4]),
+                               time=(pd.Timestamp("2020-01-01"), pd.Timestamp("2021-03-31")))
+    part = part["efflux"].compute(scheduler="threads")
     assert (part.sizes["time"], part.sizes["y"], part.sizes["x"]) == (366 + 90, 17, 16)
     np.testing.assert_array_equal(
         part.values, got["efflux"].sel(y=part["y"], x=part["x"], time=part["time"]).values)
