@@ -11,7 +11,8 @@ Contents
 * :func:`static_cube` -- the real static predictor cube (land, land cover, Köppen, NDVI envelope,
   relief, MAT/MAP/SOC) on one global grid.
 * Time: :func:`composite_8day` (MODIS 8-day calendar), :func:`daily_interpolate`,
-  :func:`sin_doy`, :func:`annual_stats`.
+  :func:`sin_doy` (the one day-of-year encoding: :func:`day_of_year_angle`),
+  :func:`annual_stats`.
 * Indices: :func:`ndvi`, :func:`evi`, :func:`lswi` from surface reflectance.
 * :func:`zone_factors` -- multi-year means of the six zone factors of Zhu et al. (2024).
 * :func:`choose_chunks`, :func:`finalize_cube` -- chunking for time-series access (10-100 MB
@@ -49,6 +50,7 @@ __all__ = [
     "composite_8day",
     "daily_interpolate",
     "sin_doy",
+    "day_of_year_angle",
     "annual_stats",
     "ndvi",
     "evi",
@@ -456,13 +458,31 @@ def daily_interpolate(da: xr.DataArray, start=None, end=None) -> xr.DataArray:
     return out
 
 
-def sin_doy(time) -> xr.DataArray:
-    """sin(2π · DOY / N), N = days of that year (365 or 366): the seasonal phase feature."""
+#: period of the day-of-year encoding (days): the mean calendar year
+DOY_PERIOD = 365.25
+
+
+def day_of_year_angle(time) -> np.ndarray:
+    """The day of year on the unit circle: ``2 pi (DOY - 1) / 365.25`` (radians, float64).
+
+    The project's one day-of-year encoding: :func:`sin_doy` (cube variable ``sin_doy``) and the
+    LSTM's ``doy_sin``/``doy_cos`` (:func:`globalflux.models.lstm.add_doy_features`) are its
+    sine and cosine. 1 January is angle 0 in every year; a fixed period (not 365 or 366 by year)
+    keeps consecutive days equally spaced across year ends. (This is the formula the LSTM was
+    trained with in the committed real runs; ``sin_doy`` used ``2 pi DOY / days-in-year``
+    before, at most 0.02 away.)
+    """
     t = pd.DatetimeIndex(pd.to_datetime(np.asarray(time)))
-    n = np.where(t.is_leap_year, 366.0, 365.0)
-    vals = np.sin(2.0 * np.pi * t.day_of_year.to_numpy() / n).astype("float32")
+    return 2.0 * np.pi * (t.day_of_year.to_numpy().astype("float64") - 1.0) / DOY_PERIOD
+
+
+def sin_doy(time) -> xr.DataArray:
+    """sin of :func:`day_of_year_angle`: the seasonal phase feature, over ``time`` (float32)."""
+    t = pd.DatetimeIndex(pd.to_datetime(np.asarray(time)))
+    vals = np.sin(day_of_year_angle(t)).astype("float32")
     return xr.DataArray(vals, dims="time", coords={"time": t.to_numpy()}, name="sin_doy",
-                        attrs={"units": "1", "long_name": "sine of day of year, sin(2 pi DOY / days in year)"})
+                        attrs={"units": "1", "long_name": "sine of day of year, "
+                               "sin(2 pi (DOY - 1) / 365.25)"})
 
 
 def annual_stats(da: xr.DataArray, years=None) -> xr.Dataset:

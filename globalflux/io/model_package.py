@@ -76,6 +76,7 @@ KINDS: dict[str, tuple[str, str]] = {
 SAFE_SUFFIXES = {".json": "json", ".npz": "npz", ".txt": "lightgbm", ".skops": "skops",
                  ".pt": "torch state_dict"}
 _CLASS_KIND = {cls: kind for kind, (_, cls) in KINDS.items()}
+_CLASS_KIND["LSTMEnsemble"] = "lstm"  # read back by LSTMRegressor.from_package (``members``)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _FIX = "Rebuild it with `globalflux run` (model packages are written into RUN/model/)."
 
