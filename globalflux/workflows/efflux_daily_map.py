@@ -13,7 +13,7 @@ Stages (each a library call; this module wires them and writes through the run c
    only) trains on the training parts; sites are scored on the test parts (``split=temporal``)
    and the held-out sites over their whole record (``split=holdout``).
 4. The fitted model (one LSTM, or a seed ensemble with ``lstm.ensemble > 1``) is written as a
-   model package (``kind: lstm``) to ``OUT/model/`` by :func:`write_model_package`
+   model package (``kind: lstm``) to ``OUT/model/`` by :func:`globalflux.io.model_package.write_lstm_package`
    (:mod:`globalflux.io.model_package`: manifest with inputs, units, training ranges, scores,
    training-data checksum and recipe; weights as torch state dicts, never pickled) and read
    back verified; training checkpoints go to ``OUT/models/``.
@@ -41,8 +41,9 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import DataError
+from ..io.model_package import write_lstm_package
 
-__all__ = ["SECTIONS", "run", "site_driver_dataset", "write_model_package", "split_sites",
+__all__ = ["SECTIONS", "run", "site_driver_dataset", "split_sites",
            "read_site_table", "EFFLUX_TARGET"]
 
 SECTIONS = ("daily_world", "lstm", "efflux_map", "mapping")
@@ -97,52 +98,6 @@ def split_sites(site_ids: list[str], fraction: float, seed: int) -> tuple[list[s
     hold = (set(rng.choice(np.array(ids, dtype=object), size=n_hold, replace=False)) if n_hold
             else set())
     return [s for s in ids if s not in hold], sorted(hold)
-
-
-def _json_number(v: Any) -> float | None:
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
-def write_model_package(model: Any, folder: Path, *, train: xr.Dataset, units: dict[str, str],
-                        target: dict[str, Any], summary: pd.DataFrame, train_ids: list[str],
-                        hold_ids: list[str], train_fraction: float, recipe: Any,
-                        synthetic: bool) -> Path:
-    """Write the fitted LSTM (or seed ensemble) as a model package (``kind: lstm``) into
-    ``folder`` through :func:`globalflux.io.model_package.write_package`.
-
-    The manifest names every driver and static with its units and its range over the training
-    data (``train``: the training parts only, as the scalers saw them), the target, the daily
-    time step, the median site scores per split (``summary``), the training data's checksum
-    and the resolved recipe. The weights are torch state dicts (read with
-    ``weights_only=True``); nothing is pickled.
-    """
-    from ..io.model_package import input_statistics, table_sha256, write_package
-
-    base = getattr(model, "members_", [model])[0]
-    drivers, statics = list(base.drivers), list(base.statics)
-    roles = {**{v: "driver" for v in drivers}, **{v: "static" for v in statics}}
-    inputs: list[dict[str, Any]] = []
-    for v in drivers + statics:
-        vals = np.asarray(train[v].values, dtype="float64").ravel()
-        inputs += input_statistics(pd.DataFrame({v: vals}), units, roles)
-    y = train[base.target].values
-    table = train[[base.target] + drivers + statics].to_dataframe().reset_index()
-    scores = {str(r["split"]): {"sites": int(r["sites"]), "median_nse": _json_number(r["nse"]),
-                                "median_kge": _json_number(r["kge"]),
-                                "median_r": _json_number(r["r"])}
-              for r in summary.to_dict("records")}
-    return write_package(
-        folder, model, inputs=inputs, target=target, time_step="daily",
-        training={"sha256": table_sha256(table), "n_sites": len(train_ids),
-                  "n_observations": int(np.isfinite(y).sum()), "sites": list(train_ids),
-                  "holdout_sites": list(hold_ids), "target_variable": str(base.target)},
-        validation={"scheme": f"temporal split of each training site's observed days "
-                    f"({train_fraction:.0%} train / {1 - train_fraction:.0%} test) and held-out "
-                    "sites scored over their whole record", **scores},
-        recipe=recipe, synthetic=synthetic,
-        extra={"lstm": {"members": len(getattr(model, "members_", [model])),
-                        "site_variable": str(base.target)}})
 
 
 def _check_inputs(cube: xr.Dataset, drivers: list[str], statics: list[str], where: str) -> None:
@@ -415,10 +370,10 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
         target = dict(EFFLUX_TARGET, units=EFFLUX_UNITS,
                       long_name="soil CO2 efflux (LSTM)" + ("" if real else ", SYNTHETIC"))
         units = {v: str(cube[v].attrs.get("units", "")) for v in drivers + statics}
-        write_model_package(model, ctx.out / "model", train=tr, units=units, target=target,
-                            summary=summ, train_ids=train_ids, hold_ids=hold_ids,
-                            train_fraction=cfg_l.train_fraction, recipe=recipe,
-                            synthetic=not real)
+        write_lstm_package(model, ctx.out / "model", train=tr, units=units, target=target,
+                           summary=summ, train_ids=train_ids, hold_ids=hold_ids,
+                           train_fraction=cfg_l.train_fraction, recipe=recipe,
+                           synthetic=not real)
         packaged = load_model(ctx.out / "model")  # map with what was written (verified)
         model_sha = packaged.package_.checksum
         log.info("model package %s (sha256 %s)", ctx.out / "model", model_sha[:12])
