@@ -35,6 +35,7 @@ _SECTION_TYPES = {
     "lstm": "LSTMConfig",
     "mapping": "MappingConfig",
     "report": "ReportConfig",
+    "validation": "ValidationConfig",
 }
 
 

@@ -19,6 +19,7 @@ from .mapping import MappingConfig
 from .report import ReportConfig
 from .sites import SitesConfig
 from .synthetic import SyntheticConfig
+from .validation import ValidationConfig
 from .zones import ZonesConfig
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ReportConfig",
     "SitesConfig",
     "SyntheticConfig",
+    "ValidationConfig",
     "ZonesConfig",
 ]
 
@@ -65,3 +67,6 @@ class Recipe:
     lstm: LSTMConfig | None = option(None, doc="The global LSTM for daily soil CO2 efflux.")
     mapping: MappingConfig | None = option(None, doc="Gridded inference with Dask and outputs.")
     report: ReportConfig | None = option(None, doc="Report and figures.")
+    validation: ValidationConfig | None = option(
+        None, doc="Validation schemes (record k-fold, by site, by location) and the uncertainty "
+        "and coverage of global totals.")

@@ -13,3 +13,6 @@ class ReportConfig:
 
     figures: bool = option(True, doc="Write PNG figures under OUT/figures.")
     dpi: int = option(110, doc="Resolution of PNG figures.", min=30, max=600)
+    min_test_days: int = option(
+        60, doc="Site-level rankings (largest wins and losses) use only sites with at least this "
+        "many test days.", min=1, max=100000)

@@ -47,6 +47,34 @@ class SitesConfig:
         doc="SRDB: drop records carrying any of these Quality_flag codes (potential/suspected/known "
         "problem, duplicate, inconsistency).")
 
+    srdb_drop_duplicates: bool = option(
+        True, doc="SRDB QC: drop exact duplicates (same site, years and Rh_annual value; the "
+        "first record is kept).")
+    srdb_drop_rh_above_rs: bool = option(
+        True, doc="SRDB QC: drop records with Rh_annual > Rs_annual (RH is part of RS).")
+    srdb_max_rh_rs: float | None = option(
+        0.9, doc="SRDB QC: drop records with Rh_annual / Rs_annual above this ratio (typical "
+        "trenching artefacts); null keeps every ratio.", min=0.01, max=10.0)
+    srdb_partition_methods: tuple[str, ...] = option(
+        ("Exclusion", "Trench", "Extraction", "Comparison", "Subtraction", "Isotope",
+         "Gap/clear cut/clip", "DeepPVC", "Girdling"),
+        doc="SRDB QC: Partition_method values to keep (default: the field-measured ones; Model, "
+        "Regression, TBCA, Incubation, Other are dropped); add 'unknown' to keep records "
+        "without a method; empty keeps all.")
+    srdb_average_location_year: bool = option(
+        False, doc="SRDB QC: average the records of one location (validation.location_km) and "
+        "year span into one record.")
+
+    def srdb_qc_rules(self):
+        """The :class:`globalflux.sites.SrdbQCRules` these settings describe."""
+        from ..sites import SrdbQCRules
+
+        return SrdbQCRules(drop_duplicates=self.srdb_drop_duplicates,
+                           drop_rh_above_rs=self.srdb_drop_rh_above_rs,
+                           max_rh_rs=self.srdb_max_rh_rs,
+                           partition_methods=tuple(self.srdb_partition_methods),
+                           average_location_year=self.srdb_average_location_year)
+
     def qc_rules(self):
         """The :class:`globalflux.sites.QCRules` these settings describe."""
         from ..sites import QCRules
