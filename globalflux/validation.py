@@ -146,6 +146,8 @@ def _one_fold(estimator, X, y, groups, train, test, fold, with_std):
                              for k, v in est.predict_components(Xte).items()}
     if hasattr(est, "predict_zone"):
         out["zone"] = np.asarray(est.predict_zone(Xte))
+    if isinstance(getattr(est, "decisions_", None), pd.DataFrame):
+        out["decisions"] = est.decisions_.assign(fold=fold)
     if with_std and hasattr(est, "predict_std"):
         out["y_std"] = np.asarray(est.predict_std(Xte), dtype="float64")
     return out
@@ -187,6 +189,8 @@ def cross_predict(
     DataFrame indexed like X (one row per row of X that is in a test fold) with columns
     ``site_id, y_obs, y_pred, fold`` and ``zone`` / ``y_std`` where available, and
     ``y_pred_<name>`` for each component model of estimators with ``predict_components``.
+    Estimators with a ``decisions_`` table (zone choice) leave each fold's decisions in
+    ``attrs["fold_decisions"]``.
     """
     yv = np.asarray(y, dtype="float64").ravel()
     g = np.asarray(groups).astype(str).ravel()
@@ -235,6 +239,8 @@ def cross_predict(
         out["zone"] = np.concatenate([p["zone"] for p in parts]).astype("int64")
     if with_std and all("y_std" in p for p in parts):
         out["y_std"] = np.concatenate([p["y_std"] for p in parts])
+    if all("decisions" in p for p in parts):
+        out.attrs["fold_decisions"] = pd.concat([p["decisions"] for p in parts], ignore_index=True)
     if all("components" in p for p in parts):
         for name in parts[0]["components"]:
             out[f"y_pred_{name}"] = np.concatenate([p["components"][name] for p in parts])

@@ -1,7 +1,8 @@
 """Settings of site observations (COSORE, SRDB, gsbe): where they are, QC and aggregation.
 
 The QC steps and their defaults are documented in :mod:`globalflux.sites`; the SRDB filters of
-the RH method (Zhu et al. 2024) in :mod:`globalflux.io.srdb`.
+the RH method (adapted from Zhu et al. 2024, who used 8-day RH from DGRsD and COSORE) in
+:mod:`globalflux.io.srdb`; the SRDB QC steps in :func:`globalflux.sites.srdb_quality_control`.
 """
 
 from __future__ import annotations
@@ -39,9 +40,9 @@ class SitesConfig:
         True, doc="COSORE: drop ports under experimental treatments (warming, irrigation, girdled Rs "
         "plots, ...); Rh ports of trenched/girdled/root-exclusion plots are kept.")
     srdb_min_midyear: float | None = option(
-        None, doc="SRDB: keep records with Study_midyear >= this (Zhu et al. 2024 use 2000.5, the MODIS era); null keeps all.")
+        None, doc="SRDB: keep records with Study_midyear >= this (2000.5: the MODIS era, as Zhu et al. 2024's 8-day data); null keeps all.")
     srdb_methods: tuple[str, ...] = option(
-        ("IRGA", "Gas chromatography"), doc="SRDB: allowed Meas_method values (Zhu et al. 2024: IRGA or gas chromatography).")
+        ("IRGA", "Gas chromatography"), doc="SRDB: allowed Meas_method values (chamber methods; adapted from Zhu et al. 2024).")
     srdb_exclude_flags: tuple[str, ...] = option(
         ("Q10", "Q11", "Q12", "Q13", "Q14"),
         doc="SRDB: drop records carrying any of these Quality_flag codes (potential/suspected/known "

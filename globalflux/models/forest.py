@@ -803,7 +803,7 @@ class ZoneChoiceForestRegressor(_ForestBase):
                                                       "inner_mse_zone", "inner_mse_unified",
                                                       "choice", "reason"])
         for r in rows:
-            log.info("zone choice: zone %d (%d groups) -> %s (%s)", r["zone"], r["n_groups"],
+            log.debug("zone choice: zone %d (%d groups) -> %s (%s)", r["zone"], r["n_groups"],
                      r["choice"], r["reason"])
         return self
 

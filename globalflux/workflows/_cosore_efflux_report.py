@@ -170,13 +170,21 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
         win_lines.append(f"- vs {_NAMES[k]}: LSTM has the higher test NSE at {w['LSTM better']} of "
                          f"{w['sites']} sites, the lower at {w['baseline better']} (median "
                          f"difference {w['median difference (LSTM - baseline)']:+.3f}).")
-    d = (table["nse_test"] - table["lt_nse_test"]).dropna()
+    # rank site-level differences only where the test set is long enough to score (NSE on a
+    # few test days has a tiny denominator and ranks noise)
+    min_days = recipe.report.min_test_days
+    ranked = table["n_test"] >= min_days
+    d = (table.loc[ranked, "nse_test"] - table.loc[ranked, "lt_nse_test"]).dropna()
     if len(d):
         top = d.sort_values()
         fmt = lambda idx: ", ".join(  # noqa: E731 - local formatting helper
             f"{table.loc[i, 'site_id']} ({table.loc[i, 'igbp']}, {d[i]:+.2f})" for i in idx)
-        win_lines.append(f"- Largest LSTM wins over Lloyd-Taylor (test NSE difference): "
+        win_lines.append(f"- Largest LSTM wins over Lloyd-Taylor (test NSE difference, over the "
+                         f"{len(d)} sites with >= {min_days} test days; report.min_test_days): "
                          f"{fmt(top.index[::-1][:3])}; largest losses: {fmt(top.index[:3])}.")
+    else:
+        win_lines.append(f"- No site has >= {min_days} test days (report.min_test_days): site "
+                         "differences are not ranked.")
     lstm_cls = by_class[by_class["model"] == "LSTM"].set_index("class")
     cls_lines = []
     for c in ("top5", "bottom5", "spikes"):
