@@ -34,7 +34,9 @@ class ForestConfig:
         "per-tree uncertainty band), or the bounded LightGBM RF of globalflux.models.fast "
         "(lightgbm, or lleaves-compiled).")
     validation: Literal["loso", "spatial_blocks"] = option(
-        "loso", doc="Outer validation: leave-one-site-out or spatially blocked folds.")
+        "loso", doc="Outer validation of the synthetic demo's zoned-vs-unified table: "
+        "leave-one-site-out or spatially blocked folds (srdb_rh_annual and cosore_rh report the "
+        "schemes of validation.schemes).")
     block_deg: float = option(5.0, doc="Block edge in degrees for validation: spatial_blocks.",
                               min=0.01, max=180.0)
     n_block_folds: int | None = option(

@@ -24,6 +24,10 @@ class ValidationConfig:
         "location for leave-one-location-out.", min=0.0, max=1000.0)
     join_studies: bool = option(
         True, doc="Also put every site of one study (SRDB Study_number) into one location.")
+    site_set: bool = option(
+        True, doc="srdb_rh_annual: also validate the site predictor set (grid predictors plus "
+        "gsbe statistics at the sites) under the headline scheme (costs one more full run of "
+        "folds).")
     k_folds: int = option(10, doc="Folds of the record-level k-fold scheme.", min=2, max=100)
     bootstrap: int = option(
         50, doc="Bootstrap over locations for the global total: refit the map model this many "

@@ -48,6 +48,8 @@ GRID_PREDICTORS = ("land_cover", "koppen", "ndvi_max", "ndvi_min", "elevation", 
 GSBE_PREDICTORS = ("gpp_mean", "gpp_max", "gpp_min", "t2m_mean", "stl1_mean", "swvl1_mean",
                    "swvl1_min", "tp_sum", "lai_hv_mean", "lai_lv_mean")
 RH_UNITS = "g C m-2 yr-1"
+#: MODIS IGBP land-cover class of permanent snow and ice (left out of gap fill and variant).
+PERMANENT_ICE = 15
 
 # ------------------------------------------------------------------------------- data
 def _static_cube(grids_root: str | Path, resolution: float, layers=None, land_threshold=0.5):
@@ -350,6 +352,8 @@ def validate_srdb(ctx, cfg_f, cfg_z, cfg_v, records: pd.DataFrame, y: np.ndarray
     locs = records["location_id"].astype(str).to_numpy()
     tables, preds, decisions = [], {}, []
     for set_name, predictors in sets.items():
+        if set_name != "grid" and not cfg_v.site_set:
+            continue
         X = records[list(dict.fromkeys(predictors + list(factors)))]
         models = {"zone_choice": cfg_f.zone_choice(factors, cfg_z.classifier(), predictors=predictors)}
         if set_name == "grid":
@@ -439,8 +443,14 @@ def total_with_uncertainty(cfg_f, cfg_z, cfg_v, factors, records: pd.DataFrame, 
     land = np.asarray(cube["land_mask"].values, dtype=bool)
     weight = land_weight(cube)
     wv = np.asarray(weight.values)
+    # permanent snow and ice (MODIS IGBP class 15) has no soil to respire: it is left out of the
+    # fill and the variant (its area is reported), so neither extrapolates onto ice sheets
+    ice = (np.asarray(cube["land_cover"].values) == PERMANENT_ICE) if "land_cover" in cube \
+        else np.zeros(land.shape, dtype=bool)
+    eligible = land & ~ice
     fillable = [f for f in feats if cube[f].dtype.kind == "f"]
-    filled, flag = fill_nearest(cube, fillable, max_km=cfg_v.gap_fill_km, where=cube["land_mask"])
+    filled, flag = fill_nearest(cube, fillable, max_km=cfg_v.gap_fill_km,
+                                where=xr.DataArray(eligible, dims=("y", "x")))
 
     def present(ds, names):
         ok = land.copy()
@@ -449,7 +459,7 @@ def total_with_uncertainty(cfg_f, cfg_z, cfg_v, factors, records: pd.DataFrame, 
         return ok
 
     complete, with_fill = present(cube, feats), present(filled, feats)
-    gap = land & ~with_fill
+    gap = eligible & ~with_fill
     gap_w = np.where(gap, np.nan_to_num(wv), 0.0)
     variant = [f for f in predictors
                if gap_w.sum() == 0 or (gap_w * np.isfinite(np.asarray(filled[f].values,
@@ -463,7 +473,8 @@ def total_with_uncertainty(cfg_f, cfg_z, cfg_v, factors, records: pd.DataFrame, 
         m_fill = predict_map(zoned, filled, feats)
         m_all = m_fill.copy()
         if variant and gap.any():
-            var = cfg_f.unified(predictors=variant).fit(X.iloc[rows], y[rows], groups=groups)
+            var = cfg_f.unified(predictors=variant).fit(X[variant].iloc[rows], y[rows],
+                                                        groups=groups)
             m_var = predict_map(var, filled, variant, where=gap_da)
             m_all = np.where(np.isfinite(m_fill), m_fill, m_var)
         return {"complete": np.where(complete, m_fill, np.nan), "filled": m_fill, "all": m_all}
@@ -492,6 +503,8 @@ def total_with_uncertainty(cfg_f, cfg_z, cfg_v, factors, records: pd.DataFrame, 
         rows.append({"resolution_deg": float(abs(float(cube["y"][1] - cube["y"][0]))),
                      "coverage": level, "area_km2": area, "land_area_km2": land_km2,
                      "area_share": area / land_km2, **u,
+                     "ice_left_out_km2": float(np.nansum(np.where(ice & ~np.isfinite(m), wv, 0))
+                                               / 1e6),
                      "residual_block_deg": cfg_v.residual_block_deg,
                      "gap_fill_km": cfg_v.gap_fill_km,
                      "variant_predictors": " ".join(variant) if level == "all" else ""})
@@ -585,7 +598,7 @@ def run(recipe, ctx) -> None:
     val.decisions.to_csv(ctx.metrics / "zone_choice_fold_decisions.csv", index=False)
     headline = val.headline
     results = {set_name: {kind: val.preds[(headline, set_name, kind)] for kind in ("zoned", "unified")}
-               for set_name in sets}
+               for set_name in sets if (headline, set_name, "zoned") in val.preds}
     for set_name, d in results.items():
         for kind, pred in d.items():
             pred.to_csv(ctx.metrics / f"pred_{set_name}_{kind}.csv")
@@ -682,8 +695,8 @@ def run(recipe, ctx) -> None:
         tot.residual_bins.to_csv(ctx.metrics / "residual_sd_bins.csv", index=False)
         from ..io.store import write_dataset as _write
 
-        tmap = tot.total_map.assign_attrs(**attrs, title=f"{recipe.name}: RH behind the global "
-                                          "total, with coverage level and gap-fill flag")
+        tmap = tot.total_map.assign_attrs(**{**attrs, "title": f"{recipe.name}: RH behind the "
+                                             "global total, with coverage level and gap-fill flag"})
         tag_t = f"{cfg_v.bootstrap_resolution:g}deg".replace(".", "p")
         _write(tmap.rio.write_crs("EPSG:4326"), ctx.maps / f"rh_total_{tag_t}.zarr", mode="w")
 
@@ -913,18 +926,31 @@ def _report(ctx, recipe, r: SrdbRunResults, report) -> None:
             skill_note = (f" The map model's held-out R2 ({head}) is {g.loc['zoned', 'r2']:.2f}, "
                           "so the spatial pattern is weakly constrained by the SRDB sites.")
         pub = published_table()
-        sentence, rel = compare_with_published(allrow["boot_mean_pg"], allrow["q05_pg"],
-                                               allrow["q95_pg"], pub)
-        rel_show = rel[["study", "value", "low", "high", "period", "method", "relation",
-                        "verified", "reference"]]
+        sentences = []
+        for lvl, row in (("complete", comp), ("all", allrow)):
+            centre = row["boot_mean_pg"] if np.isfinite(row["boot_mean_pg"]) else row["total_pg"]
+            text, rel_l = compare_with_published(centre, row["q05_pg"], row["q95_pg"], pub)
+            sentences.append(f"`{lvl}` ({row['area_km2'] / 1e6:.0f} million km2): {text}")
+            if lvl == "complete":
+                rel = rel_l.rename(columns={"relation": "relation (complete)"})
+            else:
+                rel["relation (all)"] = rel_l["relation"].to_numpy()
+        sentence = "\n\n".join(sentences)
+        rel_show = rel[["study", "value", "low", "high", "period", "method",
+                        "relation (complete)", "relation (all)", "verified", "reference"]]
         sections.append((
             "Global annual RH total",
             method + "\n\n" + markdown_table(show, floatfmt=".4g")
             + f"\n\nAll land is {allrow['land_area_km2'] / 1e6:.1f} million km2. The total over "
             f"pixels with every predictor covers {comp['area_km2'] / 1e6:.1f} million km2 "
             f"({comp['area_share']:.0%}); with the fill and the variant "
-            f"{allrow['area_km2'] / 1e6:.1f} million km2 ({allrow['area_share']:.0%}). Left out "
-            f"(no value for the variant's predictors either): "
+            f"{allrow['area_km2'] / 1e6:.1f} million km2 ({allrow['area_share']:.0%}). "
+            f"Permanent snow and ice (MODIS IGBP {PERMANENT_ICE}) without every predictor is "
+            f"neither filled nor predicted by the variant: "
+            f"{allrow['ice_left_out_km2'] / 1e6:.1f} million km2 left out, whose RH is taken as "
+            "negligible. The fill and the variant extrapolate into arid and polar land that no "
+            "SRDB site samples; read `filled` and `all` with that in mind. Left out in all "
+            f"(permanent ice, or no value for the variant's predictors): "
             f"{(left['land_km2'] - left['predicted_km2']) / 1e6:.2f} million km2, by Köppen group "
             "below (`metrics/total_coverage.csv`).\n\n"
             + markdown_table(cov_all, floatfmt=".4g") + spread
