@@ -149,6 +149,7 @@ def bootstrap_totals(
     n: int = 50,
     random_state: int = 0,
     on_replicate: Callable[[int], None] | None = None,
+    n_jobs: int = 1,
 ) -> pd.DataFrame:
     """Totals of ``n`` maps, each from a model refitted on locations drawn with replacement.
 
@@ -164,7 +165,10 @@ def bootstrap_totals(
     weight
         Land area per pixel (m2), :func:`land_weight`.
     n, random_state
-        Replicates and seed.
+        Replicates and seed (all draws are made first, so the result does not depend on
+        ``n_jobs``).
+    n_jobs
+        Replicates fitted in parallel with joblib processes (1: in this process).
 
     Returns
     -------
@@ -177,18 +181,29 @@ def bootstrap_totals(
         raise DataError(f"{len(uniq)} location(s)", where="validation.bootstrap",
                         fix="The bootstrap over locations needs at least 2 locations.")
     rng = np.random.RandomState(random_state)
-    rows = []
-    for b in range(int(n)):
-        draw = rng.randint(0, len(uniq), size=len(uniq))
+    draws = [rng.randint(0, len(uniq), size=len(uniq)) for _ in range(int(n))]
+    w = np.asarray(weight, dtype="float64")
+
+    def one(b: int) -> dict[str, Any]:
+        draw = draws[b]
         idx = np.concatenate([members[d] for d in draw])
         grp = np.concatenate([np.full(len(members[d]), f"{uniq[d]}#{j}") for j, d in enumerate(draw)])
         maps = fit_predict(idx, grp)
         row: dict[str, Any] = {"replicate": b, "n_locations": int(len(np.unique(draw)))}
         for name, m in maps.items():
-            row[f"{name}_pg"] = total_pg(m, weight)[0]
-        rows.append(row)
-        if on_replicate is not None:
-            on_replicate(b)
+            row[f"{name}_pg"] = total_pg(m, w)[0]
+        return row
+
+    if n_jobs == 1:
+        rows = []
+        for b in range(int(n)):
+            rows.append(one(b))
+            if on_replicate is not None:
+                on_replicate(b)
+    else:
+        from joblib import Parallel, delayed
+
+        rows = list(Parallel(n_jobs=n_jobs)(delayed(one)(b) for b in range(int(n))))
     return pd.DataFrame(rows)
 
 

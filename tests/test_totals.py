@@ -130,3 +130,20 @@ def test_published_comparison_uses_the_whole_list():
     assert (tang["value"], tang["low"], tang["high"]) == (57.2, pytest.approx(56.6), 57.8)
     assert pub[pub["study"].str.startswith("Yao")]["value"].item() == 48.8
     assert len(PUBLISHED_RH) == len(pub) >= 4
+
+
+def _mean_map(rows, groups, *, y, shape):
+    return {"complete": np.full(shape, y[rows].mean())}
+
+
+def test_bootstrap_does_not_depend_on_n_jobs():
+    from functools import partial
+
+    cube = _cube(30.0)
+    w = land_weight(cube)
+    loc = np.repeat(["a", "b", "c"], [2, 1, 3])
+    y = np.arange(6.0)
+    fp = partial(_mean_map, y=y, shape=w.shape)
+    one = bootstrap_totals(fp, loc, w, n=4, random_state=3)
+    two = bootstrap_totals(fp, loc, w, n=4, random_state=3, n_jobs=2)
+    pd.testing.assert_frame_equal(one, two)

@@ -491,7 +491,7 @@ def total_with_uncertainty(cfg_f, cfg_z, cfg_v, factors, records: pd.DataFrame, 
                 log.info("bootstrap: %d of %d refits done", b + 1, cfg_v.bootstrap)
 
         boot = bootstrap_totals(maps, groups, weight, n=cfg_v.bootstrap, random_state=cfg_f.seed,
-                                on_replicate=progress)
+                                on_replicate=progress, n_jobs=cfg_f.n_jobs)
     res_model = residual_sd_model(lolo_pred["y_obs"], lolo_pred["y_pred"])
     land_km2 = float(np.nansum(wv) / 1e6)
     rows = []
