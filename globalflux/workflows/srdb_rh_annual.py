@@ -842,9 +842,12 @@ def _report(ctx, recipe, r: SrdbRunResults, report) -> None:
         f"{labels}. `zone_choice`: per zone, the zone's own forest or the unified forest, chosen "
         "by inner CV on the training folds; `zoned` and `unified` predictions come from the same "
         "fits; `zone_feature`: one forest with zone membership as predictors. `grid`: static grid "
-        "predictors (the map model); `site`: plus gsbe statistics at the sites (headline scheme "
-        "only, to fit the compute budget). `n_groups`: sites (record_kfold, loso) or locations "
-        "(lolo). `metrics/validation_schemes.csv`.\n\n" + sentence + "\n\n"
+        "predictors (the map model)"
+        + ("; `site`: plus gsbe statistics at the sites (headline scheme only, to fit the "
+           "compute budget)" if cfg_v.site_set else "; the `site` set (plus gsbe statistics at "
+           "the sites) was not validated in this run (validation.site_set: false)")
+        + ". `n_groups`: sites (record_kfold, loso) or locations (lolo). "
+        "`metrics/validation_schemes.csv`.\n\n" + sentence + "\n\n"
         + markdown_table(wide) + "\n\n" + markdown_table(vt)))
 
     # ---- zone choice
