@@ -122,6 +122,15 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ranked_differences(table: pd.DataFrame, min_test_days: int) -> pd.Series:
+    """LSTM minus Lloyd-Taylor test NSE per site, only at sites with >= ``min_test_days`` test days.
+
+    NSE over a few test days divides by a tiny variance; such sites would top any ranking.
+    """
+    ok = table["n_test"] >= min_test_days
+    return (table.loc[ok, "nse_test"] - table.loc[ok, "lt_nse_test"]).dropna()
+
+
 def _wins(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for k in ("q10", "lt", "clim"):
@@ -173,8 +182,7 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
     # rank site-level differences only where the test set is long enough to score (NSE on a
     # few test days has a tiny denominator and ranks noise)
     min_days = recipe.report.min_test_days
-    ranked = table["n_test"] >= min_days
-    d = (table.loc[ranked, "nse_test"] - table.loc[ranked, "lt_nse_test"]).dropna()
+    d = ranked_differences(table, min_days)
     if len(d):
         top = d.sort_values()
         fmt = lambda idx: ", ".join(  # noqa: E731 - local formatting helper
