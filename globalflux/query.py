@@ -335,7 +335,7 @@ def _write_tif(obj, out: Path, attrs: dict) -> None:
 
 
 def _write_png(obj, out: Path, attrs: dict) -> None:
-    from .report import _plt, map_png, stamp
+    from .report import map_png, pyplot, stamp
 
     obj = _one_variable(obj, "a PNG shows one variable")
     synthetic = str(attrs.get("synthetic", "false")) == "true"
@@ -353,7 +353,7 @@ def _write_png(obj, out: Path, attrs: dict) -> None:
         map_png(obj.compute(), out, title=title, units=units, synthetic=synthetic,
                 categorical=name == "zone")
         return
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.2))
     s = obj.compute()
     if "time" in s.dims:

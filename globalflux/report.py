@@ -16,10 +16,12 @@ import pandas as pd
 from .provenance import SYNTHETIC_NOTE
 
 __all__ = ["axis_labels", "match_labels", "markdown_table", "scatter_obs_pred", "map_png",
-           "map_panels_png", "write_report", "stamp", "save_figure", "png_metadata"]
+           "map_panels_png", "write_report", "stamp", "save_figure", "png_metadata", "pyplot",
+           "importance_png"]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures are files, never windows)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -40,7 +42,7 @@ def save_figure(fig, path: str | Path, *, dpi: int, synthetic: bool, title: str 
     products ``Description`` = the SYNTHETIC note and ``Synthetic`` = "true"."""
     from . import __version__
 
-    plt = _plt()
+    plt = pyplot()
     meta = {"Software": f"globalflux {__version__}", "Title": title or Path(path).stem}
     if synthetic:
         meta.update({"Description": SYNTHETIC_NOTE, "Synthetic": "true"})
@@ -85,7 +87,7 @@ def scatter_obs_pred(
     """
     from .metrics import r2, rmse
 
-    plt = _plt()
+    plt = pyplot()
     if panels is None:
         panels = {title or "LOSO": (obs, pred)}
     n = len(panels)
@@ -201,7 +203,7 @@ def map_png(
     points: tuple[Iterable, Iterable] | None = None,
 ) -> Path:
     """A 2-D map (DataArray with x/y or lon/lat coordinates) as PNG; optional site points."""
-    plt = _plt()
+    plt = pyplot()
     arr = np.asarray(da.values, dtype=float)
     xs = np.asarray(da[da.dims[-1]].values)
     ys = np.asarray(da[da.dims[-2]].values)
@@ -250,7 +252,7 @@ def map_panels_png(
     colour bar has one box per class; to compare labellings, renumber one first with
     :func:`match_labels` (done by the demo for its recovered zones).
     """
-    plt = _plt()
+    plt = pyplot()
     arrays = {k: np.asarray(v.values, dtype=float) for k, v in panels.items()}
     finite = np.concatenate([a[np.isfinite(a)].ravel() for a in arrays.values()] or [np.zeros(0)])
     lo = vmin if vmin is not None else (float(finite.min()) if finite.size else 0.0)
@@ -316,3 +318,21 @@ def write_report(
     path = Path(path)
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+def importance_png(zoned, unified, path, dpi: int) -> None:
+    """Bar charts of the impurity importances of each zone's forest (and the unified one)."""
+    plt = pyplot()
+    models = {f"zone {z}": imp for z, imp in zoned.feature_importances_.items()}
+    if unified is not None:
+        models["unified"] = unified.feature_importances_
+    fig, axes = plt.subplots(1, len(models), figsize=(3.0 * len(models), 3.6), squeeze=False)
+    for ax, (name, imp) in zip(axes[0], models.items(), strict=True):
+        imp = imp.sort_values()
+        ax.barh(list(imp.index), imp.to_numpy())
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("impurity importance of chosen predictors", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

@@ -64,6 +64,7 @@ from .errors import DataError, ModelError
 
 __all__ = [
     "ZoneClassifier",
+    "zone_factors",
     "ZoneFitError",
     "pso_kmeans",
     "lloyd",
@@ -608,3 +609,16 @@ def tamhane_t2(values, groups, *, alpha: float = 0.05) -> pd.DataFrame:
                 rows.append(row)
     return pd.DataFrame(rows, columns=["factor", "group_a", "group_b", "n_a", "n_b", "mean_a",
                                        "mean_b", "diff", "t", "df", "p_raw", "p_adj", "significant"])
+
+
+def zone_factors(requested, allowed, default) -> list[str]:
+    """The zone factors: ``requested`` (recipe ``zones.factors``) or ``default`` when empty, each
+    checked to be one of ``allowed`` (the static layers a workflow has); DataError otherwise."""
+    from .errors import DataError
+
+    factors = list(requested) or list(default)
+    bad = [f for f in factors if f not in allowed]
+    if bad:
+        raise DataError(f"unknown zone factor(s) {bad}", where="zones.factors",
+                        fix=f"Use static grid layers: {', '.join(allowed)}.")
+    return factors

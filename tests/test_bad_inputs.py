@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import _mapjob
 import pytest
 import yaml
 
-import _mapjob
 from globalflux.cli import main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pystac
 import pytest
+from test_cog import rh_map
 
 from globalflux.errors import DataError, InputFileError
 from globalflux.io.catalog import load_items, write_catalog
 from globalflux.io.cog import write_cogs
-from test_cog import rh_map
 
 
 def test_odc_stac_loads_the_cogs_back(tmp_path):

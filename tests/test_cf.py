@@ -227,9 +227,9 @@ def test_srdb_workflow_map_rh_store_is_cf(tmp_path):
     """The SRDB workflow's own layers (``map_rh``: mean, SD, quantiles of trees, zone), written
     as the workflow writes them (provenance attrs, EPSG:4326, ``write_dataset``)."""
     import rioxarray  # noqa: F401
+    from test_srdb_rh import _small_world
 
     from globalflux.workflows.srdb_rh_annual import map_rh
-    from test_srdb_rh import _small_world
 
     cube, model, feats = _small_world()
     ds = map_rh(model, cube.chunk({"y": 20, "x": 30}), feats)

@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
+from conftest import DEMO_SMALL
 
 from globalflux import __version__
 from globalflux.cli import main
 from globalflux.provenance import SYNTHETIC_NOTE
-
-from conftest import DEMO_SMALL
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "demo.yaml"

@@ -14,9 +14,9 @@ import threading
 import time
 from pathlib import Path
 
+import _mapjob
 import pytest
 
-import _mapjob
 from globalflux.cli import main
 from globalflux.errors import SchedulerError
 from globalflux.io.store import completed_blocks, read_manifest

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+from test_cf import lstm_like_map, srdb_like_map
 
 from globalflux.cli import main
 from globalflux.mapping import map_to_store
-from test_cf import lstm_like_map, srdb_like_map
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ import stat
 import time
 from pathlib import Path
 
+import _mapjob
 import numpy as np
 import psutil
 import pytest
-
-import _mapjob
 
 LOOPBACK = {"127.0.0.1", "::1"}
 

@@ -117,9 +117,6 @@ def test_no_import_cycle_among_globalflux_modules():
     assert cycle is None, " -> ".join(cycle)
 
 
-@pytest.mark.xfail(strict=True, reason="cosore_rh still imports _static_cube, _table_i, "
-                   "_zone_factors and _importance_png from srdb_rh_annual (both files belong to "
-                   "issue 13 this round); remove this mark when that is fixed")
 def test_workflows_do_not_import_each_others_private_names():
     wf = PKG / "workflows"
     bad = []

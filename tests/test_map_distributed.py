@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from test_distributed import Cluster  # real scheduler/worker processes on 127.0.0.1
 
 from globalflux.io.store import completed_blocks, read_manifest
-from test_distributed import Cluster  # real scheduler/worker processes on 127.0.0.1
 
 REPO = Path(__file__).resolve().parents[1]
 VARS = ("rh", "rh_sd", "zone", "di", "aoa", "land_mask")

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sklearn.ensemble import RandomForestRegressor
 
 from globalflux.errors import DataError, StoreError
-from globalflux.mapping import apply_to_cube, graph_tasks, map_to_store, predict_block
 from globalflux.io.store import completed_blocks, is_complete, open_dataset
+from globalflux.mapping import apply_to_cube, graph_tasks, map_to_store, predict_block
 
 
 def make_cube(nt=5, ny=13, nx=17, seed=0):

@@ -247,8 +247,8 @@ def test_map_from_a_static_cube_recipe_equals_map_cube_on_that_cube(shared_data,
     """A real static_cube recipe as CUBE: built lazily, never written, mapped like a Zarr cube."""
     import yaml
 
-    from globalflux.models.forest import UnifiedForestRegressor
     from globalflux.io.model_package import input_statistics
+    from globalflux.models.forest import UnifiedForestRegressor
     from globalflux.workflows.map_cli import cube_from_recipe
 
     recipe = tmp_path / "cube.yaml"

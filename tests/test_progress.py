@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import rioxarray  # noqa: F401  (registers .rio)
 import pytest
+import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 
 from globalflux.progress import progress_enabled, set_progress, track

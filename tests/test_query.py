@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 
+import _mapjob
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
 import xarray as xr
 
-import _mapjob
 from globalflux.cli import main
 from globalflux.errors import DataError, GridError
 from globalflux.io.store import MANIFEST_DIR, open_dataset

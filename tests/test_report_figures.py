@@ -54,7 +54,7 @@ def test_categorical_panels_have_one_colour_box_per_zone(tmp_path):
     path = report.map_panels_png({"a": da, "b": da}, tmp_path / "z.png", categorical=True,
                                  units="zone")
     assert path.is_file()
-    plt = report._plt()
+    plt = report.pyplot()
     cmap, norm, ticks = report._categorical(plt, da.values)
     assert list(ticks) == [0, 1, 2, 3] and cmap.N == 4
     assert norm(1.0) == 1 and norm(3.0) == 3  # each class its own colour

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import _mapjob
 import numpy as np
 import pytest
 
-import _mapjob
 from globalflux.errors import StoreError
 from globalflux.io.store import MANIFEST_DIR, StoreLayout, completed_blocks, read_manifest
 

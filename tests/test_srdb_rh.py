@@ -12,8 +12,8 @@ import pytest
 import xarray as xr
 
 from globalflux.cli import main
-from globalflux.models.forest import ZonedForestRegressor
 from globalflux.mapping import map_cube
+from globalflux.models.forest import ZonedForestRegressor
 from globalflux.workflows.srdb_rh_annual import (
     EARTH_RADIUS_M,
     global_total,

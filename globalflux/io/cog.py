@@ -152,7 +152,6 @@ def _write_one(da2: xr.DataArray, target: Path, *, nodata: Any, blocksize: int,
                            compress="DEFLATE", lock=False if da2.chunks is None else True,
                            driver="GTiff")
         import rasterio
-
         from rasterio.shutil import copy as gdal_copy
 
         with rasterio.open(tmp, "r+") as raw:  # tags, band names and units travel to the COG

@@ -169,8 +169,8 @@ def read_csv_strict(path: str | Path, *, lenient: bool = False, encoding: str = 
             problem = f"cannot be tokenized ({exc}); the file may be cut mid-row"
             if not lenient:
                 raise InputFileError(f"line {start}: a record {problem}", where=str(path),
-                                     fix=f"Repair that line, or pass the lenient option to drop such "
-                                     f"records (they are counted).") from None
+                                     fix="Repair that line, or pass the lenient option to drop such "
+                                     "records (they are counted).") from None
             bad.append(start)
             break
         line = reader.line_num

@@ -60,6 +60,7 @@ __all__ = [
     "importances_of",
     "tree_predictions",
     "selection_table",
+    "table_i",
     "forest_to_payload",
     "forest_from_payload",
 ]
@@ -1281,3 +1282,10 @@ def selection_table(importances: dict[str, pd.Series], candidates: Sequence[str]
         table[name] = rank.reindex(table.index).astype("Int64")
     table["n_models"] = table.notna().sum(axis=1).astype("int64")
     return table
+
+
+def table_i(zoned, unified) -> pd.DataFrame:
+    """Zhu et al. (2024) Table I layout: candidates x (zones, unified), importance ranks."""
+    imps = {f"zone {z}": imp for z, imp in zoned.feature_importances_.items()}
+    imps["unified"] = unified.feature_importances_
+    return selection_table(imps, zoned.predictors_)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report import _plt, markdown_table, write_report
+from ..report import markdown_table, pyplot, write_report
 
 _NAMES = {"lstm": "LSTM", "q10": "Q10", "lt": "Lloyd-Taylor", "clim": "DOY climatology",
           "gq10": "global Q10 (attributes)"}
@@ -26,7 +26,7 @@ def _examples(table: pd.DataFrame, min_test: int) -> dict[str, str]:
 
 
 def figures(folder: Path, ds, y, preds, train, table, cfg) -> dict[str, str]:
-    plt = _plt()
+    plt = pyplot()
     figs: dict[str, str] = {}
     sites = [str(s) for s in ds["site"].values]
     time = pd.DatetimeIndex(ds["time"].values)
@@ -92,7 +92,7 @@ def figures(folder: Path, ds, y, preds, train, table, cfg) -> dict[str, str]:
 
 
 def _loss_figure(folder: Path, losses) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for i, loss in enumerate(losses):
         ax.plot(np.arange(1, len(loss) + 1), loss, lw=1.0, label=f"seed {i}")

@@ -136,10 +136,13 @@ def run(recipe, ctx) -> None:
     from .. import report
     from ..extract import sample_points
     from ..io.cosore import read_cosore
-    from ..report import markdown_table
+    from ..models.forest import table_i
+    from ..report import importance_png, markdown_table
     from ..sites import cosore_tables
     from ..validation import SCHEME_LABELS, location_groups, score, validate_schemes
-    from .srdb_rh_annual import _importance_png, _static_cube, _table_i, _zone_factors
+    from ..zones import zone_factors
+    from .srdb_rh_annual import DEFAULT_FACTORS
+    from .static_cube import global_static_cube
 
     cfg_s, cfg_c, cfg_z, cfg_f = recipe.sites, recipe.cube, recipe.zones, recipe.forest
     cfg_v = recipe.validation
@@ -149,7 +152,7 @@ def run(recipe, ctx) -> None:
     if cfg_c.source != "static":
         raise DataError(f"cube.source is {cfg_c.source!r}", where="cube.source",
                         fix="The cosore_rh workflow samples the real static cube: use 'static'.")
-    factors = _zone_factors(cfg_z, STATIC_PREDICTORS)
+    factors = zone_factors(cfg_z.factors, STATIC_PREDICTORS, DEFAULT_FACTORS)
 
     with ctx.step("COSORE Rh datasets, QC and 8-day tables"):
         names = rh_datasets(cfg_s.cosore_path)
@@ -163,7 +166,7 @@ def run(recipe, ctx) -> None:
                  int((raw.status["status"] == "loaded").sum()), len(table), table["site_id"].nunique())
 
     with ctx.step(f"static cube at {cfg_c.grid.resolution} deg at the sites"):
-        cube = _static_cube(cfg_c.static_root, cfg_c.grid.resolution,
+        cube = global_static_cube(cfg_c.static_root, cfg_c.grid.resolution,
                             land_threshold=cfg_c.land_threshold)
         pts = table.drop_duplicates("site_id")[["site_id", "lat", "lon"]]
         samp = sample_points(cube, pts, method=cfg_c.extraction, window=cfg_c.window,
@@ -227,7 +230,7 @@ def run(recipe, ctx) -> None:
         final = cfg_f.zoned(factors, cfg_z.classifier(), predictors=predictors).set_params(
             min_zone_sites=cfg_f.min_zone_locations).fit(X, y, groups=g)
         final_u = cfg_f.unified(predictors=predictors).fit(X, y, groups=g)
-        table_i = _table_i(final, final_u)
+        table_i = table_i(final, final_u)
         table_i.to_csv(ctx.metrics / "selected_variables.csv")
         _write_model_package(ctx, recipe, final, X, y, g, cube, preds["zoned"])
         site_info = (table.assign(location=g).groupby("site_id")[["location", "lat", "lon", "igbp"]
@@ -245,7 +248,7 @@ def run(recipe, ctx) -> None:
             report.scatter_obs_pred(None, None, ctx.figures / "obs_pred_zones.png", units=RH_UNITS,
                                     dpi=dpi, panels={f"zone {z}": (q["y_obs"], q["y_pred"])
                                                      for z, q in zp.groupby("zone")})
-            _importance_png(final, final_u, ctx.figures / "importance.png", dpi)
+            importance_png(final, final_u, ctx.figures / "importance.png", dpi)
             _series_png(table, preds, ctx.figures / "rh_series.png", dpi)
         overall = skill[skill["by"] == "all"][["model", "n", "n_sites", "r2", "rmse", "bias"]]
         ti = table_i.reset_index().astype(object).where(table_i.reset_index().notna(), "")
@@ -285,9 +288,9 @@ def run(recipe, ctx) -> None:
 
 
 def _series_png(table: pd.DataFrame, preds: dict[str, pd.DataFrame], path: Path, dpi: int) -> None:
-    from ..report import _plt
+    from ..report import pyplot
 
-    plt = _plt()
+    plt = pyplot()
     sites = list(pd.unique(table["site_id"]))
     fig, axes = plt.subplots(len(sites), 1, figsize=(8, 1.6 * len(sites)), squeeze=False)
     for ax, s in zip(axes[:, 0], sites, strict=True):

@@ -114,10 +114,9 @@ def main(args) -> int:
     """Run the ``map`` subcommand (``args`` from :func:`globalflux.cli.build_parser`)."""
     from ..cluster import connect
     from ..io.model_package import load_model
+    from ..io.paths import check_writable_dir
     from ..mapping import map_chains_to_store, map_cube, map_to_store, require_daily
     from ..provenance import provenance_attrs
-
-    from ..io.paths import check_writable_dir
 
     out = check_writable_dir(args.out, what="--out")  # a file, /proc, no permission: exit 2 now
     if out.exists() and not args.resume:

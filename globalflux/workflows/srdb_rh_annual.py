@@ -36,7 +36,10 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import DataError
+from ..models.forest import table_i
 from ..totals import EARTH_RADIUS_M, KOPPEN_GROUPS, map_coverage, pixel_area_m2  # noqa: F401
+from ..zones import zone_factors
+from .static_cube import global_static_cube
 
 log = logging.getLogger("globalflux.workflows.srdb_rh_annual")
 
@@ -55,19 +58,6 @@ RH_UNITS = "g C m-2 yr-1"
 PERMANENT_ICE = 15
 
 # ------------------------------------------------------------------------------- data
-def _static_cube(grids_root: str | Path, resolution: float, layers=None, land_threshold=0.5):
-    from ..cube import static_cube
-    from ..grid import GridSpec
-    from ..io.static_grids import open_static_sources
-
-    names = None
-    if layers is not None:
-        names = {n: True for n in layers}
-    sources = open_static_sources(grids_root, names=names)
-    return static_cube(sources, GridSpec.global_latlon(float(resolution)),
-                       land_threshold=land_threshold)
-
-
 def srdb_site_table(srdb_path, grids_root, *, resolution: float = 0.5,
                     min_midyear: float | None = 2000.5, gsbe_path=None,
                     extraction: str = "window", window: int = 3, cube=None,
@@ -97,7 +87,7 @@ def srdb_site_table(srdb_path, grids_root, *, resolution: float = 0.5,
 
         rec = join_srdb_gsbe(rec, read_gsbe(gsbe_path))
     if cube is None:
-        cube = _static_cube(grids_root, resolution)
+        cube = global_static_cube(grids_root, resolution)
     pts = srdb.sites[["site_id", "lat", "lon"]]
     samp = sample_points(cube, pts, method=extraction, window=window,
                          variables=[v for v in GRID_PREDICTORS + ("land_fraction",) if v in cube])
@@ -229,16 +219,6 @@ def _write_cog(da: xr.DataArray, folder: Path, name: str, tags: dict[str, str]) 
 
     return list(write_cogs(da, folder, prefix=name, nodata=np.nan if da.dtype.kind == "f" else -1,
                            tags=tags))
-
-
-def _zone_factors(cfg_z, allowed: Sequence[str]) -> list[str]:
-    """``zones.factors`` (default: DEFAULT_FACTORS), each checked to be one of ``allowed``."""
-    factors = list(cfg_z.factors) or list(DEFAULT_FACTORS)
-    bad = [f for f in factors if f not in allowed]
-    if bad:
-        raise DataError(f"unknown zone factor(s) {bad}", where="zones.factors",
-                        fix=f"Use static grid layers: {', '.join(allowed)}.")
-    return factors
 
 
 # ------------------------------------------------------------------------------- QC, validation
@@ -538,12 +518,12 @@ def run(recipe, ctx) -> None:
     if cfg_cube.source != "static":
         raise DataError(f"cube.source is {cfg_cube.source!r}", where="cube.source",
                         fix="The srdb_rh_annual workflow samples the real static cube: use 'static'.")
-    factors = _zone_factors(cfg_z, GRID_PREDICTORS)
+    factors = zone_factors(cfg_z.factors, GRID_PREDICTORS, DEFAULT_FACTORS)
     min_mid = cfg_sites.srdb_min_midyear
     res0 = float(cfg_cube.grid.resolution)
 
     with ctx.step(f"SRDB RH records, QC, locations, gsbe predictors and the static cube at {res0} deg"):
-        cube0 = _static_cube(cfg_cube.static_root, res0, land_threshold=cfg_cube.land_threshold)
+        cube0 = global_static_cube(cfg_cube.static_root, res0, land_threshold=cfg_cube.land_threshold)
         sites, records, removed = srdb_site_table(
             cfg_sites.srdb_path, cfg_cube.static_root, min_midyear=min_mid,
             gsbe_path=cfg_sites.gsbe_path, extraction=cfg_cube.extraction, window=cfg_cube.window,
@@ -613,8 +593,8 @@ def run(recipe, ctx) -> None:
         final_c.decisions_.to_csv(ctx.metrics / "zone_choice_decisions.csv", index=False)
         Xs = records[list(dict.fromkeys(sets["site"] + factors))]
         final_s = map_model(cfg_f, cfg_z, factors, sets["site"]).fit(Xs, y, groups=groups)
-        table_i = _table_i(final, final_u)
-        table_i.to_csv(ctx.metrics / "selected_variables_grid.csv")
+        tab_i = table_i(final, final_u)
+        tab_i.to_csv(ctx.metrics / "selected_variables_grid.csv")
         final_s.table_selected_.to_csv(ctx.metrics / "selected_variables_site.csv")
 
     with ctx.step("model package of the grid zoned forest (model/) and its area of applicability"):
@@ -628,7 +608,7 @@ def run(recipe, ctx) -> None:
     aoa_rows: list[dict[str, float]] = []
     for res in cfg_f.map_resolutions:
         with ctx.step(f"global RH map at {res} deg (Zarr, COG) and global total"):
-            cube = cube0 if float(res) == res0 else _static_cube(
+            cube = cube0 if float(res) == res0 else global_static_cube(
                 cfg_cube.static_root, res, land_threshold=cfg_cube.land_threshold)
             chunk = 360 if res >= 0.25 else 450
             # compute the static layers once (regridding is the costly part), then map by chunk
@@ -676,7 +656,7 @@ def run(recipe, ctx) -> None:
 
     with ctx.step(f"global total at {cfg_v.bootstrap_resolution} deg: coverage, gap fill, "
                   f"model variant, bootstrap over locations ({cfg_v.bootstrap}), residual error"):
-        cube_t = cube0 if float(cfg_v.bootstrap_resolution) == res0 else _static_cube(
+        cube_t = cube0 if float(cfg_v.bootstrap_resolution) == res0 else global_static_cube(
             cfg_cube.static_root, cfg_v.bootstrap_resolution, land_threshold=cfg_cube.land_threshold)
         lolo_pred = val.preds[(val.headline, "grid", "zoned")]
         tot = total_with_uncertainty(cfg_f, cfg_z, cfg_v, factors, records, y, sets["grid"],
@@ -696,7 +676,7 @@ def run(recipe, ctx) -> None:
         _report(ctx, recipe, SrdbRunResults(
             records=records, sites=sites, factors=list(factors), qc_counts=qc_counts, ksel=ksel,
             t2=t2, zc=zc, skill=skill, side=side, results=results, validation=val, final=final,
-            final_s=final_s, final_u=final_u, final_c=final_c, table_i=table_i,
+            final_s=final_s, final_u=final_u, final_c=final_c, table_i=tab_i,
             forest_spread=totals_df, maps_done=maps_done, total=tot, cov_df=cov_df), report)
 
 
@@ -756,8 +736,8 @@ def _report(ctx, recipe, r: SrdbRunResults, report) -> None:
                                     panels={"zoned": (zp["y_obs"], zp["y_pred"]),
                                             "unified": (d["unified"]["y_obs"], d["unified"]["y_pred"])},
                                     units=RH_UNITS, dpi=dpi)
-        _importance_png(final, final_u, ctx.figures / "importance_grid.png", dpi)
-        _importance_png(final_s, None, ctx.figures / "importance_site.png", dpi)
+        report.importance_png(final, final_u, ctx.figures / "importance_grid.png", dpi)
+        report.importance_png(final_s, None, ctx.figures / "importance_site.png", dpi)
         for res, stored in maps_done:
             tag = f"{res:g}deg".replace(".", "p")
             step = max(1, int(round(0.25 / res)))  # PNGs at <= 0.25 deg
@@ -965,29 +945,3 @@ def _report(ctx, recipe, r: SrdbRunResults, report) -> None:
                                               "MIT), gsbe (MIT), static grids (see PROVENANCE.md)"})
 
 
-def _table_i(zoned, unified) -> pd.DataFrame:
-    """Zhu et al. (2024) Table I layout: candidates x (zones, unified), importance ranks."""
-    from ..models.forest import selection_table
-
-    imps = {f"zone {z}": imp for z, imp in zoned.feature_importances_.items()}
-    imps["unified"] = unified.feature_importances_
-    return selection_table(imps, zoned.predictors_)
-
-
-def _importance_png(zoned, unified, path: Path, dpi: int) -> None:
-    from ..report import _plt
-
-    plt = _plt()
-    models = {f"zone {z}": imp for z, imp in zoned.feature_importances_.items()}
-    if unified is not None:
-        models["unified"] = unified.feature_importances_
-    fig, axes = plt.subplots(1, len(models), figsize=(3.0 * len(models), 3.6), squeeze=False)
-    for ax, (name, imp) in zip(axes[0], models.items(), strict=True):
-        imp = imp.sort_values()
-        ax.barh(list(imp.index), imp.to_numpy())
-        ax.set_title(name, fontsize=9)
-        ax.tick_params(labelsize=7)
-    fig.suptitle("impurity importance of chosen predictors", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)

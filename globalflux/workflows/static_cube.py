@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..errors import InputFileError, RecipeError
 
-__all__ = ["SECTIONS", "run", "summarise", "read_points"]
+__all__ = ["SECTIONS", "run", "summarise", "read_points", "global_static_cube"]
 
 SECTIONS = ("cube",)
 
@@ -138,3 +138,19 @@ def run(recipe, ctx) -> None:
         log.warning("map figure skipped: %s", exc)
     write_report(ctx.out / "report.md", f"Static predictor cube: {recipe.name}", sections,
                  provenance={"sources": cfg.static_root})
+
+
+def global_static_cube(grids_root: str | Path, resolution: float, layers=None,
+                       land_threshold: float = 0.5):
+    """The global static predictor cube (lazy) at ``resolution`` degrees from the grids under
+    ``grids_root`` (all layers, or those named in ``layers``)."""
+    from ..cube import static_cube
+    from ..grid import GridSpec
+    from ..io.static_grids import open_static_sources
+
+    names = None
+    if layers is not None:
+        names = {n: True for n in layers}
+    sources = open_static_sources(grids_root, names=names)
+    return static_cube(sources, GridSpec.global_latlon(float(resolution)),
+                       land_threshold=land_threshold)

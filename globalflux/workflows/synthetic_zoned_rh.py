@@ -149,12 +149,12 @@ def run(recipe, ctx) -> None:
     from ..mapping import map_cube, map_to_store
     from ..metrics import summary
     from ..provenance import provenance_attrs
-    from ..validation import spatial_block_folds
     from ..testing.synthetic import FACTORS, PREDICTORS, RH_UNITS, make_world
+    from ..validation import spatial_block_folds
 
     timer = _Timer(ctx)
     cfg_syn, cfg_cube, cfg_zones = recipe.synthetic, recipe.cube, recipe.zones
-    cfg_forest, cfg_map, cfg_rep = recipe.forest, recipe.mapping, recipe.report
+    cfg_forest, cfg_map = recipe.forest, recipe.mapping
     if cfg_cube.source != "synthetic":
         raise DataError(f"cube.source is {cfg_cube.source!r}", where="cube.source",
                         fix="The synthetic_zoned_rh workflow builds its own cube: use 'synthetic'.")
@@ -431,7 +431,6 @@ def _aligned(result: pd.DataFrame, table: pd.DataFrame, name: str) -> np.ndarray
 def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, zone_map, ari,
                    rh_store, map_skill, cog_paths, timer, aoa_summary=None, schemes=None) -> None:
     from .. import report
-    from ..metrics import summary
     from ..testing.synthetic import PREDICTORS, RH_UNITS
 
     predictors = list(PREDICTORS)
