@@ -403,6 +403,16 @@ def scheme_folds(scheme: str, *, sites, locations, k: int = 10,
                     fix=f"Use some of: {', '.join(SCHEMES)}.")
 
 
+def _scheme_predictions(est, X, y, guard, folds, *, n_jobs, with_std, fit_groups, ctx):
+    """:func:`cross_predict` of one model under one scheme, inside ``ctx`` when given."""
+    if ctx is None:
+        return cross_predict(est, X, y, guard, folds, n_jobs=n_jobs, with_std=with_std,
+                             fit_groups=fit_groups)
+    with ctx:
+        return cross_predict(est, X, y, guard, folds, n_jobs=n_jobs, with_std=with_std,
+                             fit_groups=fit_groups)
+
+
 def validate_schemes(
     models: dict[str, Any],
     X,
@@ -452,17 +462,22 @@ def validate_schemes(
     s = np.asarray(sites).astype(str)
     loc = np.asarray(locations).astype(str)
     rows, preds = [], {}
+    done: dict[tuple, dict[str, pd.DataFrame]] = {}  # held-out partition -> predictions per model
     for scheme in schemes:
         guard, folds = scheme_folds(scheme, sites=s, locations=loc, k=k, random_state=random_state)
+        # two schemes with the same held-out sets (every location one site: lolo == loso) give
+        # the same fits: compute them once
+        key = tuple(sorted(tuple(np.sort(np.asarray(te)).tolist()) for _, te in folds))
         for name, est in models.items():
-            ctx = on_fold(scheme, name) if on_fold is not None else None
-            if ctx is not None:
-                with ctx:
-                    pred = cross_predict(est, X, y, guard, folds, n_jobs=n_jobs,
-                                         with_std=with_std, fit_groups=loc)
+            if name in done.get(key, {}):
+                pred = done[key][name].copy()
+                log.info("%s / %s: the same held-out sets as an earlier scheme; reused", scheme,
+                         name)
             else:
-                pred = cross_predict(est, X, y, guard, folds, n_jobs=n_jobs, with_std=with_std,
-                                     fit_groups=loc)
+                pred = _scheme_predictions(est, X, y, guard, folds, n_jobs=n_jobs,
+                                           with_std=with_std, fit_groups=loc,
+                                           ctx=on_fold(scheme, name) if on_fold else None)
+                done.setdefault(key, {})[name] = pred.copy()
             row_pos = (X.index.get_indexer(pred.index) if isinstance(X, pd.DataFrame)
                        else pred.index.to_numpy())
             pred["site_id"] = s[row_pos]

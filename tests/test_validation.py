@@ -345,3 +345,29 @@ def test_record_kfold_folds_are_seeded_and_balanced():
         record_kfold_folds(10, 1)
     with pytest.raises(DataError, match="validation scheme 'x'"):
         scheme_folds("x", sites=["a"], locations=["a"])
+
+
+def test_lolo_reuses_loso_when_every_location_is_one_site():
+    """With one site per location the two schemes hold out the same rows: fitted once, same rows."""
+    from sklearn.linear_model import LinearRegression
+
+    calls = []
+
+    class Counting(LinearRegression):
+        def fit(self, X, y, groups=None):  # noqa: D102 - counts the fits
+            calls.append(1)
+            return super().fit(X, y)
+
+    table = _located_table()
+    X = table[PREDICTORS]
+    y, g = table["y"].to_numpy(), table["site"].to_numpy()
+    tab, preds = validate_schemes({"lin": Counting()}, X, y, sites=g, locations=g,
+                                  schemes=["loso", "lolo"])
+    assert len(calls) == len(set(g))  # one fit per held-out site, none for lolo
+    a, b = tab.set_index("scheme").loc["loso"], tab.set_index("scheme").loc["lolo"]
+    assert a["r2"] == b["r2"] and a["rmse"] == b["rmse"] and a["n_groups"] == b["n_groups"]
+    np.testing.assert_array_equal(preds[("loso", "lin")]["y_pred"], preds[("lolo", "lin")]["y_pred"])
+    calls.clear()  # distinct locations: both schemes are fitted
+    validate_schemes({"lin": Counting()}, X, y, sites=g, locations=table["location"].to_numpy(),
+                     schemes=["loso", "lolo"])
+    assert len(calls) == len(set(g)) + table["location"].nunique()
