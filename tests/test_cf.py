@@ -224,20 +224,31 @@ def test_region_written_store_keeps_lazy_coordinates(tmp_path):
 
 
 def test_srdb_workflow_map_rh_store_is_cf(tmp_path):
-    """The SRDB workflow's own layers (``map_rh``: mean, SD, quantiles of trees, zone), written
-    as the workflow writes them (provenance attrs, EPSG:4326, ``write_dataset``)."""
+    """The SRDB workflow's map store (mean, SD, quantiles of trees, zone, di/aoa where the model
+    has an applicability), written as the workflow writes it: ``map_cube`` + ``map_to_store``
+    (the one mapping path) with provenance attrs, EPSG:4326 and the land fraction."""
     import rioxarray  # noqa: F401
     from test_srdb_rh import _small_world
 
-    from globalflux.workflows.srdb_rh_annual import map_rh
+    from globalflux.mapping import map_cube, map_to_store
+
+    from globalflux.io.model_package import load_model, write_package
 
     cube, model, feats = _small_world()
-    ds = map_rh(model, cube.chunk({"y": 20, "x": 30}), feats)
-    ds["land_fraction"] = cube["land_fraction"].assign_attrs(units="1", long_name="land fraction")
-    ds.attrs.update(provenance_attrs(), title="srdb_rh_annual: annual RH, 0.5 deg")
-    ds = ds.rio.write_crs("EPSG:4326")
+    cube = cube.chunk({"y": 20, "x": 30}).rio.write_crs("EPSG:4326")
+    write_package(tmp_path / "model", model, inputs=[{"name": f, "units": None} for f in feats],
+                  target={"name": "rh", "units": "g C m-2 yr-1",
+                          "standard_name": "heterotrophic_respiration_carbon_flux",
+                          "long_name": "annual heterotrophic respiration"},
+                  time_step="annual", training={}, validation={}, recipe=None)
+    model = load_model(tmp_path / "model")  # as the workflow maps: the verified package
+    mapped = map_cube(model, cube, quantiles=(0.05, 0.95))
+    pieces = dict(mapped.data_vars)
+    pieces["land_fraction"] = cube["land_fraction"].assign_attrs(units="1", long_name="land fraction")
     path = tmp_path / "rh_0p5deg.zarr"
-    write_dataset(ds, path, mode="w")
+    map_to_store(None, pieces, path, attrs=dict(provenance_attrs(), **mapped.attrs,
+                                                title="srdb_rh_annual: annual RH, 0.5 deg"),
+                 mask=cube["land_mask"].astype(bool))
     out = check_store(path, tmp_path)
     assert out["rh"].attrs["units"] == "g m-2 yr-1"
     assert out["zone"].dtype == np.int16
