@@ -67,6 +67,7 @@ __all__ = [
     "block_graph_tasks",
     "mapping_chunks",
     "storage_chunks_of",
+    "plan_tasks",
 ]
 
 log = logging.getLogger("globalflux")
@@ -344,13 +345,16 @@ def _bytes(value: int | str | None, default: int = 2 * 2**30) -> int:
 
 
 def _snap(target: int, storage: int, size: int) -> int:
-    """A tile length near ``target`` (not above it) made of whole storage chunks, or an even
-    split of one storage chunk when one is already too big."""
+    """A tile length near ``target`` (not above it) made of whole storage chunks, or the largest
+    divisor of one storage chunk not above ``target`` when one is already too big."""
     target = max(1, min(int(target), int(size)))
     storage = max(1, min(int(storage), int(size)))
     if storage <= target:
         return storage * max(1, target // storage)
-    return -(-storage // -(-storage // target))
+    for k in range(-(-storage // target), storage + 1):  # the largest divisor <= target
+        if storage % k == 0:
+            return storage // k
+    return 1  # pragma: no cover - k = storage divides it
 
 
 def mapping_chunks(sizes: Mapping[str, int], n_variables: int, *,
@@ -716,8 +720,10 @@ def _write_block_task(ids: np.ndarray, *arrays: np.ndarray, path: str, layout_js
     from .io.store import StoreLayout, write_block
 
     layout = StoreLayout.from_json(layout_json)
-    flat = int(np.asarray(ids).reshape(-1)[0])
-    index = layout.block_index(flat)
+    if isinstance(ids, tuple):  # the block index itself (ArrayBlockIdDep)
+        index = tuple(int(i) for i in ids)
+    else:
+        index = layout.block_index(int(np.asarray(ids).reshape(-1)[0]))
     write_block(path, layout, index, dict(zip(names, arrays)))
     return np.ones((1,) * len(layout.dims), dtype="int8")
 
@@ -796,10 +802,62 @@ def batch_graph(status: Any, blocks: Sequence[tuple[int, ...]]) -> list[Any]:
 
 
 def block_graph_tasks(status: Any) -> int:
-    """Tasks per block in the fused graph :func:`batch_graph` submits (measured on block 0)."""
-    first = (0,) * status.ndim
-    part = batch_graph(status, [first])
-    return max(1, len(part[0].__dask_graph__()))
+    """Tasks per block in the fused graph :func:`batch_graph` submits: the graph of the first
+    block alone, or, with two or more blocks, the growth from one block to two (tasks shared by
+    all blocks, such as the model key or the opened stores, counted once by the caller)."""
+    return sum(_graph_growth(status))
+
+
+def _graph_growth(status: Any) -> tuple[int, int]:
+    """``(per_block, shared)`` task counts of the fused graph, measured on blocks 0 and 1."""
+    import itertools
+
+    blocks = list(itertools.islice(np.ndindex(*status.numblocks), 2))
+    one = len(batch_graph(status, blocks[:1])[0].__dask_graph__())
+    if len(blocks) < 2:
+        return max(1, one), 0
+    two = len(batch_graph(status, blocks)[0].__dask_graph__())
+    per = max(1, two - one)
+    return per, max(0, one - per)
+
+
+def plan_tasks(pieces: Mapping[str, xr.DataArray], *,
+               max_graph_tasks: int = 100_000) -> dict[str, int]:
+    """The task count of the graph :func:`map_to_store` would build for ``pieces``, without
+    writing or computing anything: blocks, fused tasks per block (measured on block 0 of the
+    real write graph), total tasks, and the largest graph submitted at once."""
+    from .io.store import StoreLayout
+
+    ds = _assemble(pieces, None)
+    layout = StoreLayout.from_dataset(ds)
+    status = _write_graph(ds, layout, "/nonexistent/plan.zarr", "plan")
+    per_block, shared = _graph_growth(status)
+    batch = max(1, min(layout.nblocks, int(max_graph_tasks // (per_block + shared))))
+    return {"blocks": int(layout.nblocks), "tasks_per_block": int(per_block),
+            "shared_tasks": int(shared), "tasks": int(layout.nblocks * per_block + shared),
+            "largest_graph": int(batch * per_block + shared)}
+
+
+def _write_graph(ds: xr.Dataset, layout: Any, path: str, fp: str) -> Any:
+    """The lazy write array of :func:`map_to_store`: one block per task, status int8."""
+    import dask.array as dsa
+
+    from dask.layers import ArrayBlockIdDep
+
+    names = tuple(ds.data_vars)
+    # the block index enters each task as a literal (no array of block numbers): nothing but
+    # the inputs' reads stands between a block and its write, so the chain fuses to one task
+    ids = ArrayBlockIdDep(tuple((1,) * n for n in layout.numblocks))
+    ind = tuple(range(len(layout.dims)))
+    args: list[Any] = [ids, ind]
+    for n in names:
+        v = ds[n]
+        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
+    return dsa.blockwise(
+        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
+        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
+        names=names, name=f"write-{fp}",
+    )
 
 
 def map_to_store(
@@ -868,17 +926,7 @@ def map_to_store(
         return path
 
     names = tuple(ds.data_vars)
-    ids = dsa.from_array(_block_numbers(layout.numblocks), chunks=1, name=False)
-    ind = tuple(range(len(layout.dims)))
-    args: list[Any] = [ids, ind]
-    for n in names:
-        v = ds[n]
-        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
-    status = dsa.blockwise(
-        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
-        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
-        names=names, name=f"write-{fp}",
-    )
+    status = _write_graph(ds, layout, str(path), fp)
     todo = [layout.block_index(i) for i in range(layout.nblocks)]
     todo = [b for b in todo if b not in done]
     if mask is not None and todo:
@@ -1288,17 +1336,7 @@ def map_chains_to_store(
         raise DataError(f"the map has no {chain_dim!r} dimension (dims {layout.dims})",
                         where="map_chains_to_store(chain_dim=)", fix="Name a dimension of the map.")
     names = tuple(ds.data_vars)
-    ids = dsa.from_array(_block_numbers(layout.numblocks), chunks=1, name=False)
-    ind = tuple(range(len(layout.dims)))
-    args: list[Any] = [ids, ind]
-    for n in names:
-        v = ds[n]
-        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
-    status = dsa.blockwise(
-        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
-        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
-        names=names, name=f"write-{fp}",
-    )
+    status = _write_graph(ds, layout, str(path), fp)
     ci = layout.dims.index(chain_dim)
     todo = [b for b in (layout.block_index(i) for i in range(layout.nblocks)) if b not in done]
     if mask is not None and todo:
