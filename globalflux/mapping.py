@@ -832,7 +832,7 @@ def plan_tasks(pieces: Mapping[str, xr.DataArray], *,
     layout = StoreLayout.from_dataset(ds)
     status = _write_graph(ds, layout, "/nonexistent/plan.zarr", "plan")
     per_block, shared = _graph_growth(status)
-    batch = max(1, min(layout.nblocks, int(max_graph_tasks // (per_block + shared))))
+    batch = max(1, min(layout.nblocks, int((max_graph_tasks - shared) // per_block)))
     return {"blocks": int(layout.nblocks), "tasks_per_block": int(per_block),
             "shared_tasks": int(shared), "tasks": int(layout.nblocks * per_block + shared),
             "largest_graph": int(batch * per_block + shared)}
@@ -941,8 +941,8 @@ def map_to_store(
              len(names), path, layout.nblocks, "x".join(map(str, layout.chunks)), len(todo),
              len(done))
     if todo:
-        per_block = block_graph_tasks(status)
-        batch = max(1, min(len(todo), int(max_graph_tasks // max(per_block, 1))))
+        per_block, shared = _graph_growth(status)
+        batch = max(1, min(len(todo), int((max_graph_tasks - shared) // per_block)))
         nbatch = math.ceil(len(todo) / batch)
         if nbatch > 1:
             log.info("graph of %d tasks per block (fused): submitting %d batches of <= %d blocks",
@@ -1357,8 +1357,8 @@ def map_chains_to_store(
              "in %d chains (%d done before)", len(names), path, layout.nblocks,
              "x".join(map(str, layout.chunks)), chain_dim, len(todo), len(chains), len(done))
     if todo:
-        per_block = block_graph_tasks(status)  # fused: a chain's earlier steps are shared
-        cap = max(1, int(max_graph_tasks // per_block))  # blocks per submission (whole chains)
+        per_block, shared = _graph_growth(status)  # fused tasks per block, shared ones
+        cap = max(1, int((max_graph_tasks - shared) // per_block))  # blocks per submission (whole chains)
         batches: list[list[tuple[int, ...]]] = [[]]
         for ch in chains:
             if batches[-1] and len(batches[-1]) + len(ch) > cap:
