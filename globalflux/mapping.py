@@ -353,8 +353,10 @@ def _snap(target: int, storage: int, size: int) -> int:
         return storage * max(1, target // storage)
     for k in range(-(-storage // target), storage + 1):  # the largest divisor <= target
         if storage % k == 0:
-            return storage // k
-    return 1  # pragma: no cover - k = storage divides it
+            if storage // k >= target // 2:
+                return storage // k
+            break
+    return target  # no divisor near the target (e.g. a prime length): an uneven split
 
 
 def mapping_chunks(sizes: Mapping[str, int], n_variables: int, *,
