@@ -169,6 +169,10 @@ def _is_lazy_model(obj: Any) -> bool:
 def scatter_model(client: Any, estimator: Any) -> Any:
     """Send a fitted model to every worker once; returns a Future usable as ``estimator``.
 
+    A forest of the lleaves engine is compiled here first (or taken from the per-user cache) and
+    its compiled object travels with it: a worker on the same kind of CPU starts without
+    compiling; one on another CPU compiles on its first block.
+
     Parameters
     ----------
     client
@@ -176,7 +180,22 @@ def scatter_model(client: Any, estimator: Any) -> Any:
     estimator
         Any picklable fitted estimator.
     """
+    for forest in _compiled_forests(estimator):
+        forest.compiled_object()  # compiled (or taken from the cache) once, here, not per worker
     return client.scatter(estimator, broadcast=True, hash=False)
+
+
+def _compiled_forests(estimator: Any) -> list[Any]:
+    """The lleaves-engine forests inside a (zoned/unified) forest model, or the model itself."""
+    found = []
+    parts = [estimator, getattr(estimator, "model_", None), getattr(estimator, "fallback_", None),
+             *dict(getattr(estimator, "models_", None) or {}).values()]
+    for p in parts:
+        f = getattr(p, "forest", p)
+        if getattr(f, "compile", False) and hasattr(f, "compiled_object") and \
+                getattr(f, "model_str_", None) is not None:
+            found.append(f)
+    return found
 
 
 def _canonical_dims(arrays) -> tuple[str, ...]:
