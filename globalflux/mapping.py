@@ -862,7 +862,6 @@ def plan_tasks(pieces: Mapping[str, xr.DataArray], *,
 def _write_graph(ds: xr.Dataset, layout: Any, path: str, fp: str) -> Any:
     """The lazy write array of :func:`map_to_store`: one block per task, status int8."""
     import dask.array as dsa
-
     from dask.layers import ArrayBlockIdDep
 
     names = tuple(ds.data_vars)
@@ -931,7 +930,6 @@ def map_to_store(
         The store exists and ``resume`` is False, or it belongs to another recipe/layout.
     """
     import dask
-    import dask.array as dsa
 
     from .io.store import finalize_store, is_complete, prepare_store, record_blocks
 
@@ -1342,7 +1340,6 @@ def map_chains_to_store(
     import itertools
 
     import dask
-    import dask.array as dsa
 
     from .io.store import finalize_store, is_complete, prepare_store, record_blocks
 
