@@ -28,6 +28,23 @@ progress=True, fingerprint=None, max_graph_tasks=100_000) -> Path``
 ``graph_tasks(obj) -> int``
     Number of tasks in the graph of a lazy xarray/dask object.
 
+``mapping_chunks(sizes, n_variables, *, worker_memory=None, threads=1, workers=1,
+storage_chunks=None) -> dict``
+    THE decision of a map's block (= task = output chunk) shape: whole time axis, tiles as big
+    as a quarter of a worker's memory allows (capped), at least 4 blocks per thread, whole
+    storage chunks. :func:`map_cube` (``chunks="auto"``), ``globalflux map`` and the
+    workflows use it; its choice is logged.
+
+``plan_tasks(pieces) -> dict``
+    Blocks, fused tasks per block, total tasks and the largest submitted graph of the write
+    graph :func:`map_to_store` would build, without writing or computing anything.
+
+Performance (issue 15): :func:`map_to_store` submits, per batch, a graph culled to that
+batch's blocks and fused by Dask's array optimisation: one task per block (read every input
+chunk, predict, write, record) instead of ~19, which took the 1-worker LocalCluster from
+0.40 to 0.64-0.84 of the synchronous rate on a loaded 2-core machine
+(benchmarks/profile_map_cluster.py).
+
 Example
 -------
 >>> zone = zone_clf.predict_cube(cube, mask=land)                      # doctest: +SKIP
