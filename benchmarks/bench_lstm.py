@@ -8,12 +8,18 @@ A *pixel-step* is one pixel advanced by one day. Rows:
   state in and out, inverse transform): what a Dask task really costs.
 * ``gate matmul bound``: only the four gate products of every step, one
   ``(B, in + hidden) @ (in + hidden, 4 * hidden)`` matmul per day (torch.mm), the floor any LSTM
-  implementation pays; its pixel-steps/s is the upper bound for the rows above.
+  implementation pays; its pixel-steps/s is the measured upper bound for the rows above. On CPU
+  ``of bound`` is relative to it.
+* On CUDA (rows run automatically when ``torch.cuda.is_available()``), with TF32 enabled for
+  matmuls and cuDNN: the same rows (``lstm_chunk`` with ``device="cuda"``: numpy in and out), the
+  measured TF32 gate matmul, and ``TF32 peak bound``: the GPU's dense TF32 tensor-core peak
+  (datasheet value for known GPUs, or ``--tf32-peak`` TFLOP/s) divided by the gate FLOPs of one
+  pixel-step (``2 * (in + hidden) * 4 * hidden``). On CUDA ``of bound`` is relative to that peak.
 
-Per-core numbers divide by the torch thread count. CUDA rows run automatically when
-``torch.cuda.is_available()``. The machine may be shared: the context line records the load.
+Per-core numbers divide by the torch thread count. The machine may be shared: the context line
+records the load.
 
-Run: ``python benchmarks/bench_lstm.py [--quick]``
+Run: ``python benchmarks/bench_lstm.py [--quick] [--tf32-peak TFLOPS]``
 """
 
 from __future__ import annotations
@@ -53,8 +59,22 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+#: dense (no sparsity) TF32 tensor-core peaks, TFLOP/s, from the vendors' datasheets
+TF32_PEAK_TFLOPS = {"H200": 494.7, "H100 SXM": 494.7, "H100 NVL": 417.5, "H100 PCIe": 378.0,
+                    "H100": 378.0, "A100": 156.0, "A30": 82.0, "A10": 62.5, "L40S": 183.0,
+                    "L40": 90.5, "L4": 60.0, "RTX 4090": 82.6, "RTX A6000": 77.4}
+
+
+def tf32_peak(name: str) -> float | None:
+    """Dense TF32 peak (FLOP/s) of a GPU by its CUDA device name, or None when unknown."""
+    for key in sorted(TF32_PEAK_TFLOPS, key=len, reverse=True):
+        if key.lower() in name.lower():
+            return TF32_PEAK_TFLOPS[key] * 1e12
+    return None
+
+
 def bench(device: str, threads: int, pixels: int, days: int, n_in: int, hidden: int,
-          repeat: int) -> list[dict]:
+          repeat: int, peak: float | None = None) -> list[dict]:
     import torch
 
     from globalflux.models.lstm import EffluxLSTM, LSTMWeights, Scaler, lstm_chunk
@@ -75,7 +95,7 @@ def bench(device: str, threads: int, pixels: int, days: int, n_in: int, hidden: 
     per = threads if device == "cpu" else 1
     rows.append(("lstm module", t))
 
-    if device == "cpu":
+    if True:  # the Dask task: numpy in/out, scaling, state; the network on `device`
         sd = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
         w = LSTMWeights(sd, Scaler(np.zeros(n_dyn), np.ones(n_dyn), np.zeros(n_dyn)),
                         Scaler(np.zeros(n_stat), np.ones(n_stat), np.zeros(n_stat)),
@@ -88,7 +108,9 @@ def bench(device: str, threads: int, pixels: int, days: int, n_in: int, hidden: 
         mask = np.ones((ny, nx), bool)
 
         def run_chunk():
-            lstm_chunk(w, mask, sta, None, *drv, batch_pixels=pixels, torch_threads=threads)
+            lstm_chunk(w, mask, sta, None, *drv, batch_pixels=pixels, torch_threads=threads,
+                       device=device)
+            _sync(device)
 
         tc = _best(run_chunk, repeat)
         rows.append(("lstm_chunk (predict_cube task)", tc * pixels / (ny * nx)))
@@ -102,8 +124,14 @@ def bench(device: str, threads: int, pixels: int, days: int, n_in: int, hidden: 
         _sync(device)
 
     tm = _best(run_mm, repeat)
-    rows.append(("gate matmul bound", tm))
     flops = 2.0 * pixels * days * (n_in + hidden) * 4 * hidden
+    if device == "cuda":
+        rows.append(("gate matmul, measured (TF32)", tm))
+        if peak:
+            tm = flops / peak
+            rows.append(("TF32 peak bound", tm))
+    else:
+        rows.append(("gate matmul bound", tm))
     out = []
     for name, sec in rows:
         ps = pixels * days / sec
@@ -122,6 +150,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--tf32-peak", type=float, default=None,
+                   help="dense TF32 peak of the GPU in TFLOP/s (default: datasheet value by name)")
     p.add_argument("--inputs", type=int, default=21,
                    help="inputs per step: drivers + statics (the COSORE recipe has 4 + 17)")
     args = p.parse_args(argv)
@@ -141,9 +171,15 @@ def main(argv=None) -> int:
         for pixels in pix_list:
             rows += bench("cpu", threads, pixels, days, args.inputs, args.hidden, repeat)
     if torch.cuda.is_available():
-        print(f"# CUDA: {torch.cuda.get_device_name(0)}")
+        name = torch.cuda.get_device_name(0)
+        peak = args.tf32_peak * 1e12 if args.tf32_peak else tf32_peak(name)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        print(f"# CUDA: {name}, TF32 on; dense TF32 peak "
+              + (f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown (pass --tf32-peak): "
+                 "of bound is relative to the measured TF32 gate matmul"))
         for pixels in (4096, 65536):
-            rows += bench("cuda", 1, pixels, days, args.inputs, args.hidden, repeat)
+            rows += bench("cuda", 1, pixels, days, args.inputs, args.hidden, repeat, peak)
     else:
         print("# CUDA: not available on this machine")
     hdr = (f"{'device':6} {'thr':>3} {'pixels':>6} {'days':>4} {'what':32} {'seconds':>8} "

@@ -102,7 +102,7 @@ def _dashboard(client) -> str:
     try:
         import bokeh  # noqa: F401
     except ImportError:
-        return f"{link} (install bokeh to serve it)"
+        return f"{link} (not served: bokeh is missing; pip install 'bokeh>=3.1')"
     return link
 
 
@@ -139,7 +139,7 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None
         info = describe(client)
         msg = (f"Dask scheduler {address}: {info['workers']} workers, {info['threads']} threads "
                f"(dashboard: {_dashboard(client)})")
-        log.info(msg)
+        log.info(msg, extra={"console": False})  # into log.txt; the console gets it once
         print(f"globalflux: {msg}", file=sys.stderr)
         return client, None
     n_workers = int(getattr(mapping, "n_workers", 2))
@@ -157,7 +157,7 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None
     client = Client(cluster, set_as_default=False)
     msg = (f"started LocalCluster: {n_workers} workers x {threads} threads, {memory} each "
            f"(dashboard: {_dashboard(client)})")
-    log.info(msg)
+    log.info(msg, extra={"console": False})  # into log.txt; the console gets it once
     print(f"globalflux: {msg}", file=sys.stderr)
     return client, cluster
 

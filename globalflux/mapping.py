@@ -802,15 +802,26 @@ def _block_any(a: np.ndarray) -> np.ndarray:
 
 
 class _Progress:
-    """Logs ``done/total`` blocks with rate and ETA, at most every few seconds."""
+    """Logs ``done/total`` blocks with rate and ETA, at most every few seconds (into the run's
+    log), and shows a tqdm bar (:mod:`globalflux.progress`) unless bars are off."""
 
     def __init__(self, total: int, what: str, enabled: bool = True, every: float = 5.0):
+        from .progress import progress_bar, progress_enabled
+
         self.total, self.what, self.enabled, self.every = total, what, enabled, every
         self.done = 0
         self.t0 = self.last = time.perf_counter()
+        self._cm = progress_bar(total, what, enabled=enabled and progress_enabled(), unit="block")
+        self._bar = self._cm.__enter__()
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
 
     def update(self, n: int = 1) -> None:
+        self._bar.update(n)
         self.done += n
+        if self.done >= self.total:
+            self.close()
         now = time.perf_counter()
         if self.enabled and (now - self.last >= self.every or self.done == self.total):
             self.last = now
@@ -909,6 +920,7 @@ def map_to_store(
     progress: bool = True,
     fingerprint: str | None = None,
     max_graph_tasks: int = 100_000,
+    zarr_format: int = 3,
 ) -> Path:
     """Write lazy maps into one Zarr store block by block, resumably; return the store path.
 
@@ -934,12 +946,15 @@ def map_to_store(
         Finish an existing store of the same fingerprint: only blocks not in its manifest are
         computed. A complete store is left as it is.
     progress
-        Log a progress bar (blocks done, rate, ETA).
+        Show a progress bar (tqdm; off with ``globalflux.progress.set_progress(False)`` or
+        ``--quiet``) and log blocks done, rate and ETA.
     fingerprint
         Identity of the store's content; default :func:`store_fingerprint` of the pieces and
         attrs (the resolved recipe in ``attrs["recipe"]`` when present).
     max_graph_tasks
         Largest graph submitted at once; more blocks are submitted in batches.
+    zarr_format
+        3 (default) or 2 (GDAL's Zarr driver opens v2 only); recipe key ``mapping.zarr_format``.
 
     Raises
     ------
@@ -956,7 +971,7 @@ def map_to_store(
     path = Path(store_path).absolute()  # workers may run in another working directory
     ds = _assemble(pieces, attrs)
     fp = fingerprint or store_fingerprint(ds)
-    layout, done = prepare_store(path, ds, fingerprint=fp, resume=resume)
+    layout, done = prepare_store(path, ds, fingerprint=fp, resume=resume, zarr_format=zarr_format)
     if resume and is_complete(path) and len(done) >= layout.nblocks:
         log.info("store %s is complete; nothing to do", path)
         return path

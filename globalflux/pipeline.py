@@ -64,7 +64,11 @@ def resolve_sections(recipe):
                 where=section,
                 fix=f"Remove it; this workflow uses: {', '.join(used)}.",
             )
-    return dataclasses.replace(recipe, **changes) if changes else recipe
+    out = dataclasses.replace(recipe, **changes) if changes else recipe
+    from .extras import check_recipe
+
+    check_recipe(out)  # a missing optional extra ([lstm], [fast]) fails here, before any output
+    return out
 
 
 class RunContext:

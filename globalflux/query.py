@@ -11,7 +11,10 @@ Public API
     already opened Dataset. ``bbox`` is ``(W, S, E, N)`` (or ``"W,S,E,N"``) in the map's CRS
     units (degrees for EPSG:4326), clipped to the map; ``point`` is ``(x, y)`` / ``"LON,LAT"``,
     the nearest pixel (a time series); ``zone`` keeps pixels whose ``zone`` variable equals
-    it; ``time`` is ``"START"`` or ``"START/END"`` (inclusive, any date text pandas reads).
+    it; ``time`` is ``"START"`` or ``"START/END"`` (inclusive, any date text pandas reads; a
+    date without a time of day covers the whole day): every time step whose *period* overlaps
+    it is kept (8-day periods from ``time_bnds``/``period_days``), so ``--time 2020-07-01``
+    selects the 8-day period 2020-06-27..07-04 that holds that day.
 
 ``cli_main(args) -> int``
     ``globalflux query STORE [--bbox W,S,E,N] [--point LON,LAT] [--zone N] [--time START[/END]]
@@ -40,7 +43,7 @@ from .errors import DataError, GlobalfluxError, GridError, InputFileError
 from .grid import BBox
 from .io.paths import TMP_PREFIX, atomic_target, check_output_file, writing
 
-__all__ = ["open_map", "query", "cli_main", "map_extent"]
+__all__ = ["open_map", "query", "cli_main", "map_extent", "period_bounds"]
 
 log = logging.getLogger("globalflux")
 #: subsets up to this size are read before the output is opened (a damaged chunk leaves no trace)
@@ -130,7 +133,23 @@ def _parse_pair(text: Any, what: str) -> tuple[float, float]:
     return parts[0], parts[1]
 
 
+def period_bounds(ds: xr.Dataset) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex]:
+    """Start and (exclusive) end of each time step of a map: from ``time_bnds``, else from
+    ``period_days`` (8-day periods), else each step is the instant ``time`` (end = time + 1 ns)."""
+    t = pd.DatetimeIndex(ds["time"].values)
+    if "time_bnds" in ds.coords or "time_bnds" in ds.data_vars:
+        b = np.asarray(ds["time_bnds"].values)
+        if b.ndim == 2 and b.shape[1] == 2 and np.issubdtype(b.dtype, np.datetime64):
+            return pd.DatetimeIndex(b[:, 0]), pd.DatetimeIndex(b[:, 1])
+    if "period_days" in ds.coords:
+        days = np.asarray(ds["period_days"].values, dtype="int64")
+        return t, t + pd.to_timedelta(days, unit="D")
+    return t, t + pd.Timedelta(1, "ns")
+
+
 def _parse_time(text: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """START or START/END (inclusive) as timestamps; a date without a time of day covers the
+    whole day (its END is the last instant of that day)."""
     if isinstance(text, str):
         parts = text.split("/")
     elif isinstance(text, Sequence):
@@ -148,6 +167,8 @@ def _parse_time(text: Any) -> tuple[pd.Timestamp, pd.Timestamp]:
     if end < start:
         raise DataError(f"end {end.date()} is before start {start.date()}", where="--time",
                         fix="Write START/END with START <= END.")
+    if end == end.normalize() and ("T" not in str(parts[-1]) and ":" not in str(parts[-1])):
+        end = end + pd.Timedelta(days=1) - pd.Timedelta(1, "ns")  # the whole END day
     return start, end
 
 
@@ -203,12 +224,12 @@ def query(
         if not np.issubdtype(ds["time"].dtype, np.datetime64):
             raise DataError(f"the map's time axis holds {ds['time'].dtype} values, not dates",
                             where="--time", fix="Leave out --time for this map.")
-        t = pd.DatetimeIndex(ds["time"].values)
-        sel = np.nonzero((t >= start) & (t <= end))[0]
+        t0, t1 = period_bounds(ds)
+        sel = np.nonzero((t0 <= end) & (t1 > start))[0]
         if sel.size == 0:
             raise DataError(f"{start.date()}..{end.date()} is outside the map's time axis "
-                            f"{t.min().date()}..{t.max().date()}", where="--time",
-                            fix="Choose dates inside the map's time axis.")
+                            f"{t0.min().date()}..{(t1.max() - pd.Timedelta(1, 'ns')).date()}",
+                            where="--time", fix="Choose dates inside the map's time axis.")
         ds = ds.isel(time=sel)
     # ---- space
     ext = map_extent(ds)
@@ -244,9 +265,12 @@ def query(
 
 def _write_nc(obj, out: Path, attrs: dict) -> None:
     ds = obj.to_dataset() if isinstance(obj, xr.DataArray) else obj
+    from .io.store import cf_encode
+
     ds = ds.copy()
     for v in ds.variables:
         ds[v].encoding = {}
+    ds = cf_encode(ds)  # grid_mapping, integer fill values, time bounds: GDAL finds the CRS
     ds.attrs = {k: (v if isinstance(v, str | int | float) else str(v))
                 for k, v in {**attrs, **ds.attrs}.items()}
     with atomic_target(out) as tmp:

@@ -15,8 +15,8 @@ import pandas as pd
 
 from .provenance import SYNTHETIC_NOTE
 
-__all__ = ["markdown_table", "scatter_obs_pred", "map_png", "map_panels_png", "write_report", "stamp",
-           "save_figure", "png_metadata"]
+__all__ = ["axis_labels", "match_labels", "markdown_table", "scatter_obs_pred", "map_png",
+           "map_panels_png", "write_report", "stamp", "save_figure", "png_metadata"]
 
 
 def _plt():
@@ -115,6 +115,77 @@ def scatter_obs_pred(
                        title=title or "observed vs predicted")
 
 
+def axis_labels(da) -> tuple[str, str]:
+    """Axis labels of a map's last two dims: longitude/latitude in degrees for geographic grids,
+    else the coordinate name with its units and the CRS (e.g. ``"x (m, EPSG:3035)"``)."""
+    xname, yname = str(da.dims[-1]), str(da.dims[-2])
+    xattrs = da[xname].attrs if xname in da.coords else {}
+    yattrs = da[yname].attrs if yname in da.coords else {}
+    crs = None
+    try:
+        import rioxarray  # noqa: F401
+
+        crs = da.rio.crs
+    except Exception:  # no rioxarray accessor on this object
+        crs = None
+    geographic = (xattrs.get("units") in ("degrees_east", "degree_east")
+                  or xattrs.get("standard_name") == "longitude"
+                  or xname in ("lon", "longitude")
+                  or (crs is not None and crs.is_geographic))
+    if geographic:
+        return "longitude (°E)", "latitude (°N)"
+    unit = xattrs.get("units") or (crs.linear_units if crs is not None else "") or ""
+    unit = {"metre": "m", "meter": "m"}.get(unit, unit)
+    where = crs.to_string() if crs is not None else ""
+    inner = ", ".join(p for p in (unit, where) if p)
+    ysuffix = ", ".join(p for p in (yattrs.get("units") or unit, where) if p)
+    return (f"{xname} ({inner})" if inner else xname, f"{yname} ({ysuffix})" if ysuffix else yname)
+
+
+def match_labels(true, recovered) -> dict[int, int]:
+    """Map each recovered label to the true label it overlaps most, one to one (the Hungarian
+    assignment on the contingency table, :func:`scipy.optimize.linear_sum_assignment`, which
+    maximises the pixels whose labels agree). Recovered labels left without a partner (more
+    recovered than true labels) get new numbers after the largest true label.
+
+    Parameters
+    ----------
+    true, recovered
+        Integer labels of the same pixels (1-D, equal length; no missing values).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    t = np.asarray(true).astype(int).ravel()
+    r = np.asarray(recovered).astype(int).ravel()
+    tv, ti = np.unique(t, return_inverse=True)
+    rv, ri = np.unique(r, return_inverse=True)
+    cont = np.zeros((len(rv), len(tv)), dtype=np.int64)
+    np.add.at(cont, (ri, ti), 1)
+    rows, cols = linear_sum_assignment(cont, maximize=True)
+    out = {int(rv[i]): int(tv[j]) for i, j in zip(rows, cols)}
+    nxt = int(tv.max()) + 1 if tv.size else 0
+    for v in rv:
+        if int(v) not in out:
+            out[int(v)] = nxt
+            nxt += 1
+    return out
+
+
+def _categorical(plt, values: np.ndarray):
+    """Discrete colours for the integer classes in ``values``: (cmap, norm, ticks)."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
+    classes = np.unique(values[np.isfinite(values)]).astype(int)
+    if classes.size == 0:
+        classes = np.array([0])
+    lo, hi = int(classes.min()), int(classes.max())
+    ticks = np.arange(lo, hi + 1)
+    base = plt.get_cmap("tab10" if len(ticks) <= 10 else "tab20")
+    cmap = ListedColormap([base(i % base.N) for i in range(len(ticks))])
+    norm = BoundaryNorm(np.arange(lo - 0.5, hi + 1.5), cmap.N)
+    return cmap, norm, ticks
+
+
 def map_png(
     da,
     path: str | Path,
@@ -137,10 +208,11 @@ def map_png(
     extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
     aspect = max(0.3, min(3.0, arr.shape[0] / max(arr.shape[1], 1)))
     fig, ax = plt.subplots(figsize=(7.0, 7.0 * aspect * 0.85 + 0.8))
+    ticks = None
     if categorical:
-        vals = np.unique(arr[np.isfinite(arr)])
+        cm, norm, ticks = _categorical(plt, arr)
         im = ax.imshow(arr, extent=extent, origin="upper" if ys[0] > ys[-1] else "lower",
-                       cmap=plt.get_cmap("tab10", max(len(vals), 1)), interpolation="nearest")
+                       cmap=cm, norm=norm, interpolation="nearest")
     else:
         im = ax.imshow(arr, extent=extent, origin="upper" if ys[0] > ys[-1] else "lower", cmap=cmap,
                        vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -148,11 +220,12 @@ def map_png(
         px, py = points
         ax.scatter(list(px), list(py), s=8, c="k", marker="^", label="sites")
         ax.legend(fontsize=7, loc="lower left")
-    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb = fig.colorbar(im, ax=ax, shrink=0.8, ticks=ticks)
     cb.set_label(units)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(str(da.dims[-1]))
-    ax.set_ylabel(str(da.dims[-2]))
+    xl, yl = axis_labels(da)
+    ax.set_xlabel(xl)
+    ax.set_ylabel(yl)
     stamp(fig, synthetic)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return save_figure(fig, path, dpi=dpi, synthetic=synthetic, title=title)
@@ -173,9 +246,9 @@ def map_panels_png(
     """Several 2-D maps of one grid side by side, on one colour scale (e.g. truth vs estimate).
 
     ``panels`` maps a title to a DataArray with y/x (or lat/lon) as its last two dims. With
-    ``categorical=True`` every panel uses the same discrete colours for the same value, so
-    labels can be compared by eye (they are not matched: a recovered zone may carry another
-    number than its true zone).
+    ``categorical=True`` every panel uses the same discrete colours for the same value and the
+    colour bar has one box per class; to compare labellings, renumber one first with
+    :func:`match_labels` (done by the demo for its recovered zones).
     """
     plt = _plt()
     arrays = {k: np.asarray(v.values, dtype=float) for k, v in panels.items()}
@@ -188,10 +261,9 @@ def map_panels_png(
     aspect = max(0.3, min(3.0, ny / max(nx, 1)))
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.0, 4.6 * aspect + 0.9), squeeze=False,
                              layout="constrained")
+    ticks = norm = None
     if categorical:
-        ncat = int(hi - lo + 1) if finite.size else 1
-        cm = plt.get_cmap("tab10", max(ncat, 1))
-        lo, hi = lo - 0.5, lo + ncat - 0.5
+        cm, norm, ticks = _categorical(plt, finite)
     else:
         cm = plt.get_cmap(cmap)
     im = None
@@ -199,13 +271,15 @@ def map_panels_png(
         xs = np.asarray(da[da.dims[-1]].values)
         ys = np.asarray(da[da.dims[-2]].values)
         extent = (float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max()))
+        scale = {"norm": norm} if norm is not None else {"vmin": lo, "vmax": hi}
         im = ax.imshow(arrays[title], extent=extent, origin="upper" if ys[0] > ys[-1] else "lower",
-                       cmap=cm, vmin=lo, vmax=hi, interpolation="nearest")
+                       cmap=cm, interpolation="nearest", **scale)
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel(str(da.dims[-1]))
-        ax.set_ylabel(str(da.dims[-2]))
+        xl, yl = axis_labels(da)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
     if im is not None:
-        cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+        cb = fig.colorbar(im, ax=list(axes[0]), shrink=0.8, ticks=ticks)
         cb.set_label(units)
     stamp(fig, synthetic)
     return save_figure(fig, path, dpi=dpi, synthetic=synthetic, title=" | ".join(panels))

@@ -175,15 +175,21 @@ def cross_predict(
     if n_jobs == 1:
         parts = []
         step = max(len(folds) // 10, 1)
-        for i, (tr, te) in enumerate(folds):
+        from .progress import track
+
+        for i, (tr, te) in enumerate(track(folds, "validation folds", unit="fold")):
             parts.append(_one_fold(estimator, X, yv, g, tr, te, i, with_std))
             if (i + 1) % step == 0 and len(folds) >= 20:
                 log.info("validation: %d of %d folds done", i + 1, len(folds))
     else:
         from joblib import Parallel, delayed
 
-        parts = Parallel(n_jobs=n_jobs)(delayed(_one_fold)(estimator, X, yv, g, tr, te, i, with_std)
-                                        for i, (tr, te) in enumerate(folds))
+        from .progress import track
+
+        gen = Parallel(n_jobs=n_jobs, return_as="generator")(
+            delayed(_one_fold)(estimator, X, yv, g, tr, te, i, with_std)
+            for i, (tr, te) in enumerate(folds))
+        parts = list(track(gen, "validation folds", total=len(folds), unit="fold"))
     rows = np.concatenate([p["row"] for p in parts])
     index = X.index[rows] if isinstance(X, pd.DataFrame) else pd.RangeIndex(n)[rows]
     out = pd.DataFrame({

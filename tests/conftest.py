@@ -32,7 +32,8 @@ def repo_root() -> Path:
     return REPO
 
 
-#: the demo on a small world, few trees, one worker (~25 s); see tests/test_demo.py
+# the small demo of tests/test_demo.py (a 64x64 world, few trees, one worker: ~25 s), run once per
+# session and shared by every test that checks its outputs (never modify it: copy it first)
 DEMO_SMALL = [
     "synthetic.ny=64", "synthetic.nx=64", "synthetic.n_sites=24", "synthetic.min_sites_per_zone=5",
     "forest.n_estimators=10", "forest.n_jobs=1", "mapping.n_workers=1", "cube.chunk_y=32",
@@ -41,12 +42,12 @@ DEMO_SMALL = [
 
 
 @pytest.fixture(scope="session")
-def small_demo(tmp_path_factory) -> Path:
-    """One small demo run folder for the whole session; tests must not modify it."""
+def demo_run(tmp_path_factory) -> Path:
+    """Run folder of the small demo (recipes/demo.yaml with DEMO_SMALL overrides)."""
     from globalflux.cli import main
 
-    out = tmp_path_factory.mktemp("small_demo") / "run"
-    args = ["run", str(REPO / "recipes" / "demo.yaml"), "--out", str(out)]
+    out = tmp_path_factory.mktemp("demo") / "out"
+    args = ["run", str(REPO / "recipes" / "demo.yaml"), "--out", str(out), "--quiet"]
     for o in DEMO_SMALL:
         args += ["--set", o]
     assert main(args) == 0

@@ -46,12 +46,12 @@ def test_package_round_trip_keeps_the_threshold_and_di():
     assert again.threshold_ == aoa.threshold_
 
 
-def test_synthetic_world_region_outside_the_training_range_is_outside_the_aoa(small_demo):
+def test_synthetic_world_region_outside_the_training_range_is_outside_the_aoa(demo_run):
     import xarray as xr
 
-    model = globalflux.load_model(small_demo / "model")
+    model = globalflux.load_model(demo_run / "model")
     aoa = model.package_.applicability
-    cube = xr.open_zarr(small_demo / "maps" / "predictors.zarr")
+    cube = xr.open_zarr(demo_run / "maps" / "predictors.zarr")
     inputs = {e["name"]: e for e in model.package_.inputs}
     shifted = cube.copy()
     region = (cube["x"] < float(cube["x"][20])) & (cube["y"] > float(cube["y"][20]))

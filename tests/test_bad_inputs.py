@@ -281,6 +281,25 @@ CASES: list[Case] = [
          edit={"synthetic.n_sitez": 3}),
     Case("unknown-workflow", VAL, "{recipe}: workflow: got 'nope'", base="demo", edit={"workflow": "nope"}),
     Case("unused-section", VAL, "lstm: section 'lstm' is not used", base="static", edit={"lstm": {}}),
+    # --- map: every check before a cluster starts or a byte is written (valid-package cases,
+    # such as a cube lacking a variable or mismatched units, are in tests/test_model_package.py)
+    Case("map-not-a-package", ["map", "{keep}", "{store}", "--out", "{work}/m.zarr"],
+         "{keep}: is not a model package (no model.json)"),
+    Case("map-model-missing", ["map", "{tmp}/nope", "{store}", "--out", "{work}/m.zarr"],
+         "{tmp}/nope: does not exist"),
+    Case("map-out-is-file", ["map", "{keep}", "{store}", "--out", "{work}/keep.txt"],
+         "--out {work}/keep.txt: exists and is not a folder"),
+    Case("map-out-under-file", ["map", "{keep}", "{store}", "--out", "{work}/keep.txt/m.zarr"],
+         "--out {work}/keep.txt/m.zarr: '{work}/keep.txt' is a file"),
+    Case("map-out-proc", ["map", "{keep}", "{store}", "--out", "/proc/m.zarr"],
+         "--out /proc/m.zarr: is a system folder"),
+    Case("map-out-exists", ["map", "{keep}", "{store}", "--out", "{keep}"], "{keep}: exists"),
+    Case("map-resume-foreign-folder", ["map", "{keep}", "{store}", "--out", "{keep}", "--resume"],
+         "{keep}: is not a resumable globalflux store"),
+    Case("map-bad-bbox", ["map", "{keep}", "{store}", "--out", "{work}/m.zarr", "--bbox", "1,2,3"],
+         "--bbox: '1,2,3' is not W,S,E,N"),
+    Case("map-bad-time", ["map", "{keep}", "{store}", "--out", "{work}/m.zarr", "--time", "x"],
+         "--time: 'x' is not START/END"),
     # --- names that would become paths outside --out
     Case("name-parent-default-out", ["run", "{recipe}"], "name: '../../x' contains a path separator",
          base="demo", edit={"name": "../../x"}, cwd_work=True),
@@ -538,7 +557,7 @@ def test_table_is_large_and_distinct():
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)) and len(ids) >= 60
     commands = {c.argv[0] for c in CASES}
-    assert {"run", "validate", "sites", "query", "bench"} <= commands
+    assert {"run", "validate", "sites", "query", "bench", "map"} <= commands
     assert sum("--set" in c.argv for c in CASES) >= 8
 
 

@@ -16,15 +16,13 @@ from globalflux import __version__
 from globalflux.cli import main
 from globalflux.provenance import SYNTHETIC_NOTE
 
+from conftest import DEMO_SMALL
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "recipes" / "demo.yaml"
 
 # a small world, few trees, one validation process, one Dask worker: ~30 s
-SMALL = [
-    "synthetic.ny=64", "synthetic.nx=64", "synthetic.n_sites=24", "synthetic.min_sites_per_zone=5",
-    "forest.n_estimators=10", "forest.n_jobs=1", "mapping.n_workers=1", "cube.chunk_y=32",
-    "cube.chunk_x=64", "report.dpi=50",
-]
+SMALL = DEMO_SMALL  # the overrides of the shared demo_run fixture (conftest.py)
 
 
 def run_demo(out: Path, overrides=(), extra=()) -> int:
@@ -35,10 +33,9 @@ def run_demo(out: Path, overrides=(), extra=()) -> int:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("demo") / "out"
-    assert run_demo(out, SMALL) == 0
-    return out
+def demo(demo_run) -> Path:
+    """The small demo run (one per test session, shared with tests/test_cf.py and others)."""
+    return demo_run
 
 
 def test_run_folder_layout(demo):
@@ -74,7 +71,8 @@ def _check_store(path: Path, demo: Path, variables: set[str]) -> xr.Dataset:
 def test_map_store_opens_with_plain_xarray_and_carries_cf_crs_provenance(demo):
     ds = _check_store(demo / "maps" / "rh.zarr", demo, {"rh", "zone", "land_mask"})
     assert ds["rh"].dims == ("time", "y", "x") and ds.sizes["time"] == 46
-    assert ds["rh"].attrs["units"] == "g C m-2 d-1"
+    assert ds["rh"].attrs["units"] == "g m-2 d-1"  # CF: carbon in the long_name, not the unit
+    assert "carbon" in ds["rh"].attrs["long_name"]
     land = ds["land_mask"].values.astype(bool)
     rh = ds["rh"].values
     assert np.isfinite(rh[:, land]).all() and np.isnan(rh[:, ~land]).all()

@@ -131,3 +131,25 @@ def test_workflows_do_not_import_each_others_private_names():
                     bad += [f"{path.name}: {mod}.{a.name}" for a in node.names
                             if a.name.startswith("_")]
     assert not bad, bad
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every globalflux module ``path`` imports, at module level or inside functions."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            out.add(".".join(base + ([node.module] if node.module else [])))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("globalflux"):
+            out.add(node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("globalflux")}
+    return out
+
+
+def test_the_schema_is_a_leaf_and_config_never_imports_recipe():
+    assert _all_imports(PKG / "config" / "_schema.py") <= {"globalflux.errors"}
+    for path in (PKG / "config").glob("*.py"):
+        assert not any(m == "globalflux.recipe" for m in _all_imports(path)), path.name

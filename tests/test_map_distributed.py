@@ -23,9 +23,9 @@ VARS = ("rh", "rh_sd", "zone", "di", "aoa", "land_mask")
 
 
 @pytest.fixture(scope="module")
-def fine_cube(small_demo, tmp_path_factory) -> Path:
+def fine_cube(demo_run, tmp_path_factory) -> Path:
     """The demo's predictor cube in 16 x 16 pixel chunks: 16 map blocks instead of 2."""
-    src = xr.open_zarr(small_demo / "maps" / "predictors.zarr")
+    src = xr.open_zarr(demo_run / "maps" / "predictors.zarr")
     out = tmp_path_factory.mktemp("cube") / "fine.zarr"
     ds = src.chunk({"time": -1, "y": 16, "x": 16})
     for v in ds.variables.values():
@@ -63,11 +63,11 @@ def _same_as_demo(store: Path, demo: Path) -> None:
 
 @pytest.mark.slow
 def test_map_through_a_scheduler_with_a_worker_killed_equals_the_demo_map(
-        small_demo, fine_cube, tmp_path):
+        demo_run, fine_cube, tmp_path):
     cluster = Cluster(tmp_path, n_workers=2)
     try:
         out = tmp_path / "remote.zarr"
-        proc = _spawn(_cmd(small_demo / "model", fine_cube, out, "--scheduler", cluster.address),
+        proc = _spawn(_cmd(demo_run / "model", fine_cube, out, "--scheduler", cluster.address),
                       tmp_path / "map.log")
         try:
             killed_at = _wait_blocks(out, proc, 3)
@@ -78,13 +78,13 @@ def test_map_through_a_scheduler_with_a_worker_killed_equals_the_demo_map(
             Cluster.kill(proc)
     finally:
         cluster.close()
-    _same_as_demo(out, small_demo)
+    _same_as_demo(out, demo_run)
 
 
 @pytest.mark.slow
-def test_sigkill_of_the_map_then_resume_equals_the_demo_map(small_demo, fine_cube, tmp_path):
+def test_sigkill_of_the_map_then_resume_equals_the_demo_map(demo_run, fine_cube, tmp_path):
     out = tmp_path / "m.zarr"
-    proc = _spawn(_cmd(small_demo / "model", fine_cube, out), tmp_path / "first.log")
+    proc = _spawn(_cmd(demo_run / "model", fine_cube, out), tmp_path / "first.log")
     try:
         done = _wait_blocks(out, proc, 3)
         assert 0 < done < 16, (tmp_path / "first.log").read_text()
@@ -93,12 +93,12 @@ def test_sigkill_of_the_map_then_resume_equals_the_demo_map(small_demo, fine_cub
         proc.wait(timeout=30)
     assert len(completed_blocks(out)) < 16
     # without --resume the interrupted store is refused (exit 2), then --resume finishes it
-    again = subprocess.run(_cmd(small_demo / "model", fine_cube, out), cwd=REPO,
+    again = subprocess.run(_cmd(demo_run / "model", fine_cube, out), cwd=REPO,
                            capture_output=True, text=True,
                            env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
     assert again.returncode == 2 and "--resume" in again.stderr
-    rerun = subprocess.run(_cmd(small_demo / "model", fine_cube, out, "--resume"), cwd=REPO,
+    rerun = subprocess.run(_cmd(demo_run / "model", fine_cube, out, "--resume"), cwd=REPO,
                            capture_output=True, text=True,
                            env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    _same_as_demo(out, small_demo)
+    _same_as_demo(out, demo_run)

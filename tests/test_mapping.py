@@ -125,8 +125,9 @@ def test_map_to_store_matches_eager_and_skips_sea(tmp_path, forest):
     assert is_complete(path)
     out = open_dataset(path)
     np.testing.assert_array_equal(out["rh"].values, eager_prediction(forest, ds, land))
-    z = out["zone"].values  # -1 is the fill: decoded as missing
-    expected = np.where(land.values, (ds["b"].values > 0).astype(float), np.nan)
+    z = out["zone"].values  # integer layers keep their dtype: -1 is the fill (encoding)
+    assert out["zone"].dtype == np.int16 and out["zone"].encoding["_FillValue"] == -1
+    expected = np.where(land.values, (ds["b"].values > 0).astype("int16"), -1)
     np.testing.assert_array_equal(z, expected)
     # chunks are the Zarr chunks; every block recorded
     assert out.attrs["globalflux_complete"] == "true"

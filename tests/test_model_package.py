@@ -32,8 +32,8 @@ def _map(args, capsys):
 # ------------------------------------------------------------------------------- the package
 
 
-def test_demo_writes_a_verified_model_package(small_demo):
-    folder = small_demo / "model"
+def test_demo_writes_a_verified_model_package(demo_run):
+    folder = demo_run / "model"
     manifest = json.loads((folder / "model.json").read_text())
     assert manifest["format"] == "globalflux-model-package"
     assert manifest["manifest_version"] == MANIFEST_VERSION
@@ -53,15 +53,15 @@ def test_demo_writes_a_verified_model_package(small_demo):
     assert names == {p.name for p in folder.iterdir()} - {"model.json"}
     assert {"zones.npz", "aoa.npz"} <= names and any(n.endswith(".skops") for n in names)
     pkg = read_package(folder)
-    store = xr.open_zarr(small_demo / "maps" / "rh.zarr")
+    store = xr.open_zarr(demo_run / "maps" / "rh.zarr")
     assert store.attrs["model_sha256"] == pkg.checksum
 
 
-def test_loaded_model_predicts_like_the_fitted_one(small_demo):
-    model = globalflux.load_model(small_demo / "model")
+def test_loaded_model_predicts_like_the_fitted_one(demo_run):
+    model = globalflux.load_model(demo_run / "model")
     section, payloads = model.to_package()
     again = type(model).from_package(json.loads(json.dumps(section)), payloads)
-    cube = xr.open_zarr(small_demo / "maps" / "predictors.zarr")
+    cube = xr.open_zarr(demo_run / "maps" / "predictors.zarr")
     X = cube[list(model.feature_names_in_)].isel(time=3).to_dataframe().dropna()
     X = X[list(model.feature_names_in_)]
     np.testing.assert_array_equal(again.predict(X), model.predict(X))
@@ -79,8 +79,8 @@ def _is_pickle(data: bytes) -> bool:
     return data[:2] in (b"ZF",) or data[:6] == b"\x93NUMPY" and b"'O'" in data[:200]
 
 
-def test_no_pickle_anywhere_in_the_demo_run_folder(small_demo):
-    files = [p for p in small_demo.rglob("*") if p.is_file()]
+def test_no_pickle_anywhere_in_the_demo_run_folder(demo_run):
+    files = [p for p in demo_run.rglob("*") if p.is_file()]
     assert len(files) > 50
     bad = [p for p in files if p.suffix in (".pkl", ".pickle", ".joblib", ".pk")
            or _is_pickle(p.read_bytes()[:4096] + p.read_bytes()[-8:])]
@@ -92,32 +92,32 @@ def test_no_pickle_anywhere_in_the_demo_run_folder(small_demo):
 # ------------------------------------------------------------------------------ globalflux map
 
 
-def test_map_command_equals_the_demo_map_value_for_value(small_demo, tmp_path, capsys):
+def test_map_command_equals_the_demo_map_value_for_value(demo_run, tmp_path, capsys):
     out = tmp_path / "M.zarr"
-    code, err = _map([small_demo / "model", small_demo / "maps" / "predictors.zarr",
+    code, err = _map([demo_run / "model", demo_run / "maps" / "predictors.zarr",
                       "--out", out], capsys)
     assert code == 0, err
     a = xr.open_zarr(out)
-    b = xr.open_zarr(small_demo / "maps" / "rh.zarr")
+    b = xr.open_zarr(demo_run / "maps" / "rh.zarr")
     for v in ("rh", "rh_sd", "zone", "di", "aoa", "land_mask"):
         np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
     assert a.attrs["model_sha256"] == b.attrs["model_sha256"]
     assert a.attrs["synthetic"] == "true" and "SYNTHETIC" in a.attrs["title"]
     assert a.rio.crs.to_epsg() == 4326
     # --resume of the complete store changes nothing and succeeds
-    code, err = _map([small_demo / "model", small_demo / "maps" / "predictors.zarr",
+    code, err = _map([demo_run / "model", demo_run / "maps" / "predictors.zarr",
                       "--out", out, "--resume"], capsys)
     assert code == 0, err
 
 
-def test_map_bbox_and_time_equal_the_subset_of_the_demo_map(small_demo, tmp_path, capsys):
-    b = xr.open_zarr(small_demo / "maps" / "rh.zarr")
+def test_map_bbox_and_time_equal_the_subset_of_the_demo_map(demo_run, tmp_path, capsys):
+    b = xr.open_zarr(demo_run / "maps" / "rh.zarr")
     x, y = b["x"].values, b["y"].values
     w, e = float(x[5]), float(x[40])
     s, n = float(y[50]), float(y[10])
     out = tmp_path / "sub.zarr"
     t0, t1 = pd.Timestamp(b["time"].values[3]), pd.Timestamp(b["time"].values[9])
-    code, err = _map([small_demo / "model", small_demo / "maps" / "predictors.zarr", "--out", out,
+    code, err = _map([demo_run / "model", demo_run / "maps" / "predictors.zarr", "--out", out,
                       "--bbox", f"{w},{s},{e},{n}", "--time", f"{t0:%Y-%m-%d}/{t1:%Y-%m-%d}",
                       "--cog", "--stac"], capsys)
     assert code == 0, err
@@ -136,14 +136,14 @@ def test_map_bbox_and_time_equal_the_subset_of_the_demo_map(small_demo, tmp_path
 
 
 @pytest.fixture()
-def package_copy(small_demo, tmp_path) -> Path:
+def package_copy(demo_run, tmp_path) -> Path:
     dst = tmp_path / "model"
-    shutil.copytree(small_demo / "model", dst)
+    shutil.copytree(demo_run / "model", dst)
     return dst
 
 
-def _refused(capsys, small_demo, tmp_path, model, needle, cube=None):
-    cube = cube or small_demo / "maps" / "predictors.zarr"
+def _refused(capsys, demo_run, tmp_path, model, needle, cube=None):
+    cube = cube or demo_run / "maps" / "predictors.zarr"
     code, err = _map([model, cube, "--out", tmp_path / "never.zarr"], capsys)
     assert code == 2, err
     assert needle in err, err
@@ -151,58 +151,58 @@ def _refused(capsys, small_demo, tmp_path, model, needle, cube=None):
     assert not (tmp_path / "never.zarr").exists()
 
 
-def test_one_altered_byte_in_a_payload_is_refused(package_copy, small_demo, tmp_path, capsys):
+def test_one_altered_byte_in_a_payload_is_refused(package_copy, demo_run, tmp_path, capsys):
     target = sorted(package_copy.glob("*.skops"))[0]
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
-    _refused(capsys, small_demo, tmp_path, package_copy, f"{target.name}: sha256 does not match")
+    _refused(capsys, demo_run, tmp_path, package_copy, f"{target.name}: sha256 does not match")
 
 
-def test_a_truncated_payload_is_refused(package_copy, small_demo, tmp_path, capsys):
+def test_a_truncated_payload_is_refused(package_copy, demo_run, tmp_path, capsys):
     target = package_copy / "zones.npz"
     target.write_bytes(target.read_bytes()[:-10])
-    _refused(capsys, small_demo, tmp_path, package_copy, "zones.npz: has ")
+    _refused(capsys, demo_run, tmp_path, package_copy, "zones.npz: has ")
 
 
-def test_a_pickle_in_place_of_a_payload_is_refused(package_copy, small_demo, tmp_path, capsys):
+def test_a_pickle_in_place_of_a_payload_is_refused(package_copy, demo_run, tmp_path, capsys):
     target = sorted(package_copy.glob("*.skops"))[0]
     target.write_bytes(pickle.dumps({"not": "a forest"}, protocol=4))
-    _refused(capsys, small_demo, tmp_path, package_copy,
+    _refused(capsys, demo_run, tmp_path, package_copy,
              f"{target.name}: holds a pickle/joblib stream")
 
 
-def test_an_unlisted_file_in_a_package_is_refused(package_copy, small_demo, tmp_path, capsys):
+def test_an_unlisted_file_in_a_package_is_refused(package_copy, demo_run, tmp_path, capsys):
     (package_copy / "extra.joblib").write_bytes(b"\x80\x04K\x01.")
-    _refused(capsys, small_demo, tmp_path, package_copy, "extra.joblib: is not listed")
+    _refused(capsys, demo_run, tmp_path, package_copy, "extra.joblib: is not listed")
 
 
-def test_a_future_manifest_version_is_refused(package_copy, small_demo, tmp_path, capsys):
+def test_a_future_manifest_version_is_refused(package_copy, demo_run, tmp_path, capsys):
     m = json.loads((package_copy / "model.json").read_text())
     m["manifest_version"] = MANIFEST_VERSION + 1
     (package_copy / "model.json").write_text(json.dumps(m))
-    _refused(capsys, small_demo, tmp_path, package_copy,
+    _refused(capsys, demo_run, tmp_path, package_copy,
              f"model.json: manifest_version {MANIFEST_VERSION + 1} is newer")
 
 
-def test_a_folder_that_is_not_a_package_is_refused(small_demo, tmp_path, capsys):
-    _refused(capsys, small_demo, tmp_path, small_demo / "maps",
-             f"{small_demo / 'maps'}: is not a model package (no model.json)")
+def test_a_folder_that_is_not_a_package_is_refused(demo_run, tmp_path, capsys):
+    _refused(capsys, demo_run, tmp_path, demo_run / "maps",
+             f"{demo_run / 'maps'}: is not a model package (no model.json)")
 
 
-def test_a_cube_lacking_a_variable_is_refused(small_demo, tmp_path, capsys):
-    cube = xr.open_zarr(small_demo / "maps" / "predictors.zarr").drop_vars("gpp")
+def test_a_cube_lacking_a_variable_is_refused(demo_run, tmp_path, capsys):
+    cube = xr.open_zarr(demo_run / "maps" / "predictors.zarr").drop_vars("gpp")
     for v in cube.variables.values():
         v.encoding = {}
     cube.to_zarr(tmp_path / "nogpp.zarr")
-    _refused(capsys, small_demo, tmp_path, small_demo / "model",
+    _refused(capsys, demo_run, tmp_path, demo_run / "model",
              "cube variable gpp: cube lacks the model's input variable(s) ['gpp']",
              cube=tmp_path / "nogpp.zarr")
 
 
-def test_mismatched_units_and_missing_crs_are_refused(small_demo):
-    model = globalflux.load_model(small_demo / "model")
-    cube = xr.open_zarr(small_demo / "maps" / "predictors.zarr")
+def test_mismatched_units_and_missing_crs_are_refused(demo_run):
+    model = globalflux.load_model(demo_run / "model")
+    cube = xr.open_zarr(demo_run / "maps" / "predictors.zarr")
     bad = cube.copy()
     bad["lst_day"] = bad["lst_day"].assign_attrs(units="K")
     with pytest.raises(DataError, match=r"cube variable lst_day: has units 'K', the model was "
@@ -216,11 +216,11 @@ def test_mismatched_units_and_missing_crs_are_refused(small_demo):
         globalflux.map_cube(model, nocrs)
 
 
-def test_map_cube_is_lazy(small_demo):
+def test_map_cube_is_lazy(demo_run):
     from globalflux.mapping import graph_tasks
 
-    model = globalflux.load_model(small_demo / "model")
-    cube = xr.open_zarr(small_demo / "maps" / "predictors.zarr")
+    model = globalflux.load_model(demo_run / "model")
+    cube = xr.open_zarr(demo_run / "maps" / "predictors.zarr")
     ds = globalflux.map_cube(model, cube)
     assert set(ds.data_vars) == {"rh", "rh_sd", "zone", "di", "aoa"}
     assert all(ds[v].chunks is not None for v in ds.data_vars)
@@ -235,8 +235,8 @@ def test_write_package_refuses_an_unknown_estimator(tmp_path):
     assert not (tmp_path / "m" / "model.json").exists()
 
 
-def test_a_recipe_of_another_workflow_is_refused_as_cube(small_demo, tmp_path, capsys):
-    _refused(capsys, small_demo, tmp_path, small_demo / "model",
+def test_a_recipe_of_another_workflow_is_refused_as_cube(demo_run, tmp_path, capsys):
+    _refused(capsys, demo_run, tmp_path, demo_run / "model",
              "demo.yaml: is a synthetic_zoned_rh recipe; a CUBE recipe must be a static_cube",
              cube=Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml")
 

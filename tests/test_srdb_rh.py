@@ -157,6 +157,9 @@ def test_real_run_reduced(shared_data, tmp_path):
             assert p.suffix not in (".joblib", ".pkl", ".pickle"), p
             assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04",
                                                                b"\x05")), p
+    from test_cf import check_store  # CF: cf_xarray + compliance-checker on the real store
+
+    check_store(out / "maps" / "rh_0p5deg.zarr", tmp_path)
     ok, errors, _ = validate_cog(out / "maps" / "cog" / "rh_0p5deg.tif")
     assert ok, errors
     assert (out / "figures" / "zone_map_0p5deg.png").is_file()

@@ -125,5 +125,7 @@ def test_numeric_variables_use_lz4_and_keep_their_fill(tmp_path):
         assert blosc and blosc[0].cname.value == "lz4", g[name].metadata.codecs
     assert g["z"].attrs["_FillValue"] == -1  # xarray keeps the CF fill as an attribute
     back = open_dataset(tmp_path / "s.zarr")
-    assert np.isnan(back["z"].values).all()  # -1 decodes as missing
+    # integer layers keep their dtype; the fill value stays in the encoding (issue 14)
+    assert back["z"].dtype == np.int16 and back["z"].encoding["_FillValue"] == -1
+    assert (back["z"].values == -1).all()
     np.testing.assert_array_equal(back["a"].values, ds["a"].values)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..recipe import option
+from ._schema import option
 from .cube import CubeConfig
 from .daily import DailyWorldConfig, EffluxMapConfig
 from .forest import ForestConfig

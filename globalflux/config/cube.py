@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..recipe import option
+from ._schema import option
 
 _STATIC_LAYERS = ("land_mask", "land_cover", "koppen", "ndvi_max", "ndvi_min", "elevation", "mat", "map", "soc")
 

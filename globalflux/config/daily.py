@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import RecipeError
-from ..recipe import option
+from ._schema import option
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..errors import RecipeError
-from ..recipe import option
+from ._schema import option
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,28 @@ class LSTMConfig:
         "weights; its configuration must match.")
     checkpoint_every: int = option(10, doc="Save a resumable checkpoint every this many epochs.",
                                    min=1)
+    holdout_sites: tuple[str, ...] = option(
+        (), doc="Site ids (COSORE dataset names) never shown to training: neither their targets "
+        "nor their drivers enter the fit or the scalers; they are scored over their whole record "
+        "(split holdout in metrics/lstm_sites.csv). An unknown id is an error.")
+    validation: Literal["temporal", "location_kfold"] = option(
+        "temporal", doc="temporal: the paper's per-site 80/20 split only. location_kfold: also "
+        "hold whole locations (sites within location_radius_km) out in `folds` folds, train one "
+        "model per fold on the other folds' whole records and score each held-out site over its "
+        "whole record (split fold), reported beside the temporal split.")
+    folds: int = option(5, doc="Number of location folds for validation: location_kfold.", min=2)
+    location_radius_km: float = option(
+        5.0, doc="Sites closer than this are one location (kept in one fold, never split "
+        "between holdout and training by the folds).", min=0.0, units="km")
+    missing_drivers: Literal["mask", "drop"] = option(
+        "mask", doc="mask: a site lacking a site driver (Ts, SWC, Tair) on all its days still "
+        "trains and predicts; every site driver gets a 0/1 availability input and missing values "
+        "are filled with the training mean after scaling. drop: such sites are dropped (listed "
+        "in lstm.sites: an error).")
+    ensemble: int = option(
+        1, doc="Members of a seed ensemble (seeds seed, seed+1, ...): the prediction is the "
+        "ensemble mean, the spread (standard deviation across members) is the lstm_spread "
+        "uncertainty column. Costs one training per member.", min=1)
     min_days_per_class_figure: int = option(
         20, doc="Fewest test days for a site to be drawn as a good/fair/poor example.", min=1)
 
@@ -77,6 +99,18 @@ class LSTMConfig:
                 f"min_days ({self.min_days}) is shorter than seq_len ({self.seq_len})",
                 where=f"{where}.min_days",
                 fix="Set min_days to at least seq_len.")
+        if self.ensemble < 1:
+            raise RecipeError(f"ensemble size {self.ensemble}", where=f"{where}.ensemble",
+                              fix="Use at least 1 member (1: a single model).")
+        dup = sorted({s for s in self.holdout_sites if list(self.holdout_sites).count(s) > 1})
+        if dup:
+            raise RecipeError(f"site {dup[0]!r} listed twice", where=f"{where}.holdout_sites",
+                              fix="List each holdout site once.")
+        both = [s for s in self.holdout_sites if s in self.sites]
+        if both and len(both) == len(self.sites):
+            raise RecipeError("every site in lstm.sites is a holdout site: nothing left to train on",
+                              where=f"{where}.holdout_sites",
+                              fix="Keep at least one site out of holdout_sites.")
         if not self.drivers:
             raise RecipeError("no drivers", where=f"{where}.drivers",
                               fix="List at least one daily input, e.g. [Ts, SWC].")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..recipe import option
+from ._schema import option
 
 
 @dataclass(frozen=True)
@@ -31,5 +31,12 @@ class MappingConfig:
     cog_per: Literal["step", "stack"] = option(
         "step", doc="COG layout: one file per time step, or one band stack per variable."
     )
-    cog_overviews: bool = option(True, doc="Build internal COG overviews (nearest resampling).")
+    cog_overviews: bool = option(
+        True, doc="Build internal COG overviews (averaged for continuous layers, nearest for "
+        "categorical ones such as zones).")
     catalog: bool = option(True, doc="Write a STAC Collection + Items describing the COGs and Zarr.")
+    zarr_format: int = option(
+        3, doc="Zarr format of the map stores: 3 (default) or 2, which GDAL's Zarr driver (GDAL 3.10 "
+        "as bundled with rasterio) can open, e.g. rasterio.open('ZARR:\"maps/rh.zarr\":/rh').",
+        min=2, max=3,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..recipe import option
+from ._schema import option
 
 
 @dataclass(frozen=True)
@@ -13,3 +13,7 @@ class ReportConfig:
 
     figures: bool = option(True, doc="Write PNG figures under OUT/figures.")
     dpi: int = option(110, doc="Resolution of PNG figures.", min=30, max=600)
+    min_test_days: int = option(
+        60, doc="Site-level differences between models (wins, losses, largest differences) are "
+        "ranked only over sites with at least this many test days (cosore_efflux_daily).", min=1,
+        units="d")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..recipe import option
+from ._schema import option
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import GridError, RecipeError
-from ..recipe import option
+from ._schema import option
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..recipe import option
+from ._schema import option
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ license="other", keywords=(), synthetic=None) -> Path``
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,7 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, InputFileError
+from ..errors import DataError, GlobalfluxError, InputFileError
+
+log = logging.getLogger("globalflux")
 
 __all__ = ["write_catalog", "load_items"]
 
@@ -97,6 +100,7 @@ def write_catalog(
     license: str = "other",
     keywords: Sequence[str] = (),
     synthetic: bool | None = None,
+    license_text: str | None = None,
 ) -> Path:
     """Write a self-contained STAC Collection describing COG (and Zarr) products.
 
@@ -109,7 +113,9 @@ def write_catalog(
     collection_id
         STAC id of the Collection (e.g. the recipe name).
     title, description, license, keywords
-        Collection metadata (``license`` an SPDX id or ``"other"``).
+        Collection metadata (``license`` an SPDX id or ``"other"``). Every Collection gets a
+        ``license`` link: the SPDX page of an SPDX id, else ``LICENSE.md`` written beside
+        ``collection.json`` with ``license_text`` (default: how the products may be used).
     store
         Optional Zarr store of the same maps, added as a Collection asset.
     synthetic
@@ -150,7 +156,13 @@ def write_catalog(
         props: dict[str, Any] = {"globalflux:synthetic": bool(synthetic)}
         if first["tags"].get("globalflux_version"):
             props["globalflux:version"] = first["tags"]["globalflux_version"]
-        if dt is None:  # a static map or a band stack: its time span, if tagged
+        tag_start = _datetime(first["tags"].get("start_datetime"))
+        tag_end = _datetime(first["tags"].get("end_datetime"))
+        if tag_start is not None and tag_end is not None:  # the period the item stands for
+            props["start_datetime"] = tag_start.isoformat()
+            props["end_datetime"] = tag_end.isoformat()
+            item_dt = dt or tag_start
+        elif dt is None:  # a static map or a band stack: its time span, if tagged
             times = [t for t in first["tags"].get("times", "").split(",") if t]
             start = _datetime(times[0]) if times else None
             end = _datetime(times[-1]) if times else None
@@ -160,6 +172,8 @@ def write_catalog(
             item_dt = None
         else:
             item_dt = dt
+        if item_dt is not None and "start_datetime" in props and dt is None:
+            item_dt = None
         bboxes = np.array([infos[p]["bbox"] for p in group])
         bbox = [float(bboxes[:, 0].min()), float(bboxes[:, 1].min()),
                 float(bboxes[:, 2].max()), float(bboxes[:, 3].max())]
@@ -207,22 +221,29 @@ def write_catalog(
         from ..provenance import SYNTHETIC_NOTE
 
         desc = f"{desc}\n\n{SYNTHETIC_NOTE}"
+    name = title or collection_id
+    if synthetic and "SYNTHETIC" not in name:
+        name = f"SYNTHETIC {name}"
     coll = pystac.Collection(
         id=collection_id,
         description=desc,
         extent=pystac.Extent(spatial, temporal),
-        title=(("SYNTHETIC " if synthetic else "") + (title or collection_id)),
+        title=name,
         license=license,
         keywords=list(keywords),
         extra_fields={"globalflux:synthetic": bool(synthetic)},
     )
+    _license_link(coll, folder, license, license_text)
+    coll.item_assets = _item_assets(items)
     if store is not None:
-        coll.add_asset("zarr", pystac.Asset(href=str(Path(store).resolve()),
-                                            media_type=ZARR_MEDIA_TYPE, roles=["data"],
-                                            title="Zarr store of the maps"))
+        coll.add_asset("zarr", _zarr_asset(Path(store), folder))
     coll.add_items(items)
     target = folder / "collection.json"
     tmp_dir = folder
+    if store is not None:
+        from pystac.extensions.datacube import DatacubeExtension
+
+        DatacubeExtension.add_to(coll)
     coll.normalize_hrefs(str(tmp_dir))
     coll.make_all_asset_hrefs_relative()
     coll.save(catalog_type=pystac.CatalogType.SELF_CONTAINED, dest_href=str(folder))
@@ -231,6 +252,99 @@ def write_catalog(
                         fix="Report this with the pystac version.")
     os.utime(target)
     return target
+
+
+_DEFAULT_LICENSE_TEXT = """# Terms of these map products
+
+These maps were produced by globalflux (MIT licence) from the inputs named in each file's
+provenance attributes (`recipe`, `input_checksums`). Their terms follow from those inputs: maps
+of the SYNTHETIC demo world are free to use; maps made from real data carry the attribution
+duties of the data sets they were trained on (COSORE: CC BY 4.0; SRDB, gsbe: MIT; see the
+globalflux README, "Real data").
+"""
+
+
+def _license_link(coll: Any, folder: Path, license: str, text: str | None) -> None:
+    import pystac
+
+    if license.lower() in ("other", "proprietary", "various"):
+        target = folder / "LICENSE.md"
+        target.write_text(text or _DEFAULT_LICENSE_TEXT, encoding="utf-8")
+        coll.add_link(pystac.Link("license", "./LICENSE.md", media_type="text/markdown",
+                                  title="terms of these products"))
+    else:
+        coll.add_link(pystac.Link("license", f"https://spdx.org/licenses/{license}.html",
+                                  media_type="text/html", title=f"{license} licence"))
+
+
+def _item_assets(items: list[Any]) -> dict[str, Any]:
+    """One ``item_assets`` definition per asset key found in the Items (type, roles, bands)."""
+    import pystac
+
+    out: dict[str, Any] = {}
+    for it in items:
+        for key, asset in it.assets.items():
+            if key in out:
+                continue
+            props: dict[str, Any] = {"type": asset.media_type, "roles": list(asset.roles or []),
+                                     "title": asset.title or key}
+            bands = asset.extra_fields.get("raster:bands")
+            if bands:
+                props["raster:bands"] = [{k: b[k] for k in ("data_type", "unit", "nodata")
+                                          if k in b} for b in bands]
+            out[key] = pystac.ItemAssetDefinition.create(
+                title=props.pop("title"), description=None, media_type=props.pop("type"),
+                roles=props.pop("roles"), extra_fields=props)
+    return out
+
+
+def _zarr_asset(store: Path, folder: Path) -> Any:
+    """The Zarr store as a Collection asset: href relative to the catalog folder, and the
+    datacube extension's ``cube:dimensions`` / ``cube:variables`` from its metadata."""
+    import pystac
+
+    from .store import open_dataset
+
+    href = os.path.relpath(store.resolve(), folder)
+    asset = pystac.Asset(href=href, media_type=ZARR_MEDIA_TYPE, roles=["data"],
+                         title="Zarr store of the maps")
+    try:
+        ds = open_dataset(store, chunks={})
+    except GlobalfluxError as exc:  # not (yet) a Zarr store: no datacube fields
+        log.warning("STAC: no datacube fields for %s (%s)", store, exc)
+        return asset
+    import rioxarray  # noqa: F401
+
+    crs = ds.rio.crs
+    epsg = crs.to_epsg() if crs is not None else None
+    dims: dict[str, Any] = {}
+    for d in ds.dims:
+        if d in ("x", "y"):
+            vals = ds[d].values
+            step = float(vals[1] - vals[0]) if len(vals) > 1 else None
+            dims[d] = {"type": "spatial", "axis": d,
+                       "extent": [float(vals.min()), float(vals.max())],
+                       **({"step": step} if step is not None else {}),
+                       **({"reference_system": epsg} if epsg else {})}
+        elif d == "time" and ds["time"].dtype.kind == "M":
+            t = pd.DatetimeIndex(ds["time"].values)
+            dims[d] = {"type": "temporal", "extent": [t.min().strftime("%Y-%m-%dT%H:%M:%SZ"),
+                                                      t.max().strftime("%Y-%m-%dT%H:%M:%SZ")],
+                       "values": [v.strftime("%Y-%m-%dT%H:%M:%SZ") for v in t]
+                       if len(t) <= 400 else None}
+            if dims[d]["values"] is None:
+                del dims[d]["values"]
+        elif d in ds.coords:
+            dims[d] = {"type": str(d), "values": [str(v) for v in ds[d].values[:1000]]}
+    variables = {
+        str(n): {"dimensions": [str(d) for d in v.dims], "type": "data",
+                 **({"unit": str(v.attrs["units"])} if "units" in v.attrs else {}),
+                 **({"description": str(v.attrs["long_name"])} if "long_name" in v.attrs else {})}
+        for n, v in ds.data_vars.items()
+    }
+    asset.extra_fields["cube:dimensions"] = dims
+    asset.extra_fields["cube:variables"] = variables
+    return asset
 
 
 def load_items(collection_json: str | Path) -> list[Any]:

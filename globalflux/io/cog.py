@@ -6,7 +6,7 @@ Public API
 per="step", blocksize=None, resume=False, crs=None) -> list[Path]``
     ``da`` is a (time, y, x) or (y, x) DataArray with a CRS (rioxarray ``spatial_ref``) or
     ``crs=``. Each file is written to a temporary GeoTIFF (Dask chunk by chunk), translated
-    to a COG by ``rio_cogeo.cog_translate`` (DEFLATE, internal tiles and overviews), checked
+    to a COG by GDAL's COG driver (DEFLATE, internal tiles and overviews), checked
     with ``rio_cogeo.cog_validate``, and only then moved into place (``os.replace``): a file
     with the final name is always a complete, valid COG. ``resume=True`` keeps files already
     present. Tags: CF-ish (``long_name``, ``units``, ``standard_name``, ``time``,
@@ -29,7 +29,7 @@ import xarray as xr
 
 from ..errors import DataError, GridError, StoreError
 
-__all__ = ["write_cogs", "cog_tags", "validate_cog", "time_label"]
+__all__ = ["write_cogs", "cog_tags", "validate_cog", "time_label", "is_categorical"]
 
 # provenance attributes copied into the GeoTIFF tags (long recipe text included)
 _PROVENANCE_KEYS = ("title", "source", "globalflux_version", "synthetic", "comment", "history",
@@ -45,6 +45,23 @@ def time_label(t: Any) -> str:
     except (TypeError, ValueError):
         pass
     return str(t).replace("/", "-").replace(" ", "_")
+
+
+def _iso(t: Any) -> str:
+    return pd.Timestamp(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _period_bounds(da: xr.DataArray) -> tuple[Any, Any] | None:
+    """(starts, exclusive ends) of the time steps when the map says its periods (``time_bnds``
+    or ``period_days``); the end written is the last second of the period."""
+    if "time" not in da.dims or "time" not in da.coords or da["time"].dtype.kind != "M":
+        return None
+    if "time_bnds" not in da.coords and "period_days" not in da.coords:
+        return None
+    from ..query import period_bounds
+
+    start, end = period_bounds(da.coords.to_dataset())
+    return start, end - pd.Timedelta(seconds=1)
 
 
 def _default_blocksize(ny: int, nx: int) -> int:
@@ -67,12 +84,25 @@ def _nodata_for(dtype: np.dtype, nodata: Any) -> Any:
     return int(np.iinfo(dtype).max)
 
 
+def is_categorical(da: xr.DataArray) -> bool:
+    """Classes, not quantities: integer or boolean layers, or layers with CF flags (zones, land
+    cover, masks). Their overviews use nearest resampling; continuous layers are averaged."""
+    return (da.dtype.kind in "iub" or any(k in da.attrs for k in ("flag_values", "flag_meanings",
+                                                                   "n_zones")))
+
+
 def _tags_for(da: xr.DataArray, extra: Mapping[str, Any] | None, t: Any | None,
               nodata: Any) -> dict[str, str]:
+    from .store import cf_units
+
     tags: dict[str, str] = {"variable": str(da.name or "data")}
     for k in ("long_name", "units", "standard_name", "description"):
         if k in da.attrs:
             tags[k] = str(da.attrs[k])
+    if "units" in tags:  # UDUNITS-readable (carbon named in the long_name)
+        tags["units"], long = cf_units(tags["units"], tags.get("long_name", ""))
+        if long:
+            tags["long_name"] = long
     if t is not None:
         tags["time"] = time_label(t)
     tags["_FillValue"] = str(nodata)
@@ -100,10 +130,11 @@ def _check_grid(da: xr.DataArray, crs: Any) -> xr.DataArray:
 
 
 def _write_one(da2: xr.DataArray, target: Path, *, nodata: Any, blocksize: int,
-               overviews: bool, tags: Mapping[str, str], band_names: list[str]) -> Path:
-    """Write one (band, y, x) or (y, x) array as a validated COG, atomically."""
-    from rio_cogeo.cogeo import cog_translate, cog_validate
-    from rio_cogeo.profiles import cog_profiles
+               overviews: bool, tags: Mapping[str, str], band_names: list[str],
+               resampling: str = "nearest") -> Path:
+    """Write one (band, y, x) or (y, x) array as a validated COG, atomically; each band gets the
+    ``units`` tag as its unit and ``resampling`` builds the overviews."""
+    from rio_cogeo.cogeo import cog_validate
 
     ny, nx = da2.sizes["y"], da2.sizes["x"]
     tmp = target.with_name(f".{target.name}.{os.getpid()}.raw.tif")
@@ -122,20 +153,27 @@ def _write_one(da2: xr.DataArray, target: Path, *, nodata: Any, blocksize: int,
                            driver="GTiff")
         import rasterio
 
-        with rasterio.open(tmp, "r+") as raw:  # band names travel through cog_translate
+        from rasterio.shutil import copy as gdal_copy
+
+        with rasterio.open(tmp, "r+") as raw:  # tags, band names and units travel to the COG
+            raw.update_tags(**dict(tags))
             for i, bname in enumerate(band_names, start=1):
                 raw.set_band_description(i, bname)
-        profile = dict(cog_profiles.get("deflate"))
-        profile.update(blockxsize=blocksize, blockysize=blocksize)
+                if tags.get("units"):
+                    raw.set_band_unit(i, tags["units"])
+            level = max(1, math.ceil(math.log2(max(ny, nx) / blocksize))) if overviews else 0
+            if level:
+                from rasterio.enums import Resampling
+
+                raw.build_overviews([2 ** i for i in range(1, level + 1)], Resampling[resampling])
+        options = {"TILED": "YES", "BLOCKXSIZE": blocksize, "BLOCKYSIZE": blocksize,
+                   "COMPRESS": "DEFLATE", "COPY_SRC_OVERVIEWS": "YES" if level else "NO",
+                   "INTERLEAVE": "BAND"}
         if np.issubdtype(da2.dtype, np.floating):
-            profile["predictor"] = 3
-        level = max(1, math.ceil(math.log2(max(ny, nx) / blocksize))) if overviews else 0
-        cog_translate(
-            str(tmp), str(out_tmp), profile, nodata=nodata, overview_level=level,
-            overview_resampling="nearest", in_memory=False, quiet=True,
-            additional_cog_metadata=dict(tags),
-            use_cog_driver=False,
-        )
+            options["PREDICTOR"] = 3
+        # the classic COG recipe: a tiled GeoTIFF with its overviews copied in front (GDAL's
+        # CreateCopy keeps tags, band descriptions and units; rio-cogeo's translate drops units)
+        gdal_copy(str(tmp), str(out_tmp), driver="GTiff", **options)
         ok, errors, _ = cog_validate(str(out_tmp), quiet=True)
         if not ok:  # pragma: no cover - would be a bug in the writer
             raise StoreError(f"COG validation failed: {errors}", where=str(target),
@@ -176,7 +214,8 @@ def write_cogs(
         Value marking no data (NaN for floats, -1 for signed ints by default); also written as
         the ``_FillValue`` tag.
     overviews
-        Build internal overviews (nearest resampling; at least one level).
+        Build internal overviews (at least one level): averaged for continuous layers, nearest
+        for categorical ones (:func:`is_categorical`: integer/boolean or CF flags).
     tags
         Extra GeoTIFF tags, e.g. the map's provenance attributes (``ds.attrs``): the keys
         ``title, source, globalflux_version, synthetic, comment, history, recipe,
@@ -208,12 +247,20 @@ def write_cogs(
         raise DataError(f"blocksize {bs} is not a multiple of 16", where="write_cogs(blocksize=)",
                         fix="Use 256 or 512.")
     extra = dict(tags or {})
+    bounds = _period_bounds(da)
+    if bounds is not None and per != "step":
+        extra.setdefault("start_datetime", _iso(bounds[0][0]))
+        extra.setdefault("end_datetime", _iso(bounds[1][-1]))
     jobs: list[tuple[Path, xr.DataArray, Any, list[str]]] = []
+    step_tags: dict[Path, dict[str, str]] = {}
     if "time" in da.dims and per == "step":
         for i in range(da.sizes["time"]):
             t = da["time"].values[i] if "time" in da.coords else i
-            jobs.append((folder / f"{prefix}_{time_label(t)}.tif",
-                         da.isel(time=i).transpose("y", "x"), t, [name]))
+            target = folder / f"{prefix}_{time_label(t)}.tif"
+            if bounds is not None:  # the period the step stands for (STAC start/end_datetime)
+                step_tags[target] = {"start_datetime": _iso(bounds[0][i]),
+                                     "end_datetime": _iso(bounds[1][i])}
+            jobs.append((target, da.isel(time=i).transpose("y", "x"), t, [name]))
     elif "time" in da.dims:
         labels = [time_label(t) for t in (da["time"].values if "time" in da.coords
                                           else range(da.sizes["time"]))]
@@ -233,7 +280,9 @@ def write_cogs(
                              fix="Use --resume to keep it, --overwrite, or another --out.")
         arr = arr.drop_vars([c for c in arr.coords if c not in ("x", "y", "band", "spatial_ref")])
         _write_one(arr, target, nodata=nodata, blocksize=bs, overviews=overviews,
-                   tags=_tags_for(da, extra, t, nodata), band_names=bands)
+                   tags=_tags_for(da, {**extra, **step_tags.get(target, {})}, t, nodata),
+                   band_names=bands,
+                   resampling="nearest" if is_categorical(da) else "average")
         written.append(target)
     return written
 

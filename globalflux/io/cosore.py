@@ -499,7 +499,7 @@ def read_cosore(
     *,
     cache_dir: str | Path | None = None,
     datasets: Iterable[str] | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | bool | None = None,
 ) -> CosoreRaw:
     """Read every dataset of a COSORE tree.
 
@@ -513,7 +513,9 @@ def read_cosore(
     datasets
         Only these dataset folder names (default: all).
     progress
-        Called as ``progress(dataset, i, n)`` before each dataset is read.
+        Called as ``progress(dataset, i, n)`` before each dataset is read; or True/False to
+        show/hide a progress bar of datasets read (None: a bar unless bars are off,
+        :func:`globalflux.progress.set_progress`).
 
     Returns
     -------
@@ -548,9 +550,14 @@ def read_cosore(
     if cache_dir is not False:
         cache = ParquetCache(default_cache_dir() if cache_dir is None else cache_dir, _RDS_CACHE_NAMESPACE)
 
+    from ..progress import track
+
     status_rows, site_rows, port_frames, records = [], [], [], {}
-    for i, folder in enumerate(folders):
-        if progress is not None:
+    bar_on = None if progress is None or callable(progress) else bool(progress)
+    if callable(progress):
+        bar_on = False
+    for i, folder in enumerate(track(folders, "COSORE datasets", enabled=bar_on, unit="dataset")):
+        if callable(progress):
             progress(folder.name, i, len(folders))
         try:
             st, site, ports, df = _load_dataset(folder, cache)

@@ -32,6 +32,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ import xarray as xr
 from ..errors import InputFileError, StoreError
 
 __all__ = [
+    "cf_encode",
     "write_dataset",
     "open_dataset",
     "StoreLayout",
@@ -61,24 +63,215 @@ COMPLETE_ATTR = "globalflux_complete"
 FINGERPRINT_ATTR = "globalflux_fingerprint"
 
 
-def _use_fast_codec(ds: xr.Dataset) -> xr.Dataset:
+def _use_fast_codec(ds: xr.Dataset, zarr_format: int = 3) -> xr.Dataset:
     """Set Blosc LZ4 + byte shuffle on every numeric data variable that names no compressor
     (in place on ``ds``, a copy made by the caller; other encoding such as _FillValue is kept).
 
     Cubes and maps are read far more often than written, and mapping is read-bound once a fast
     forest is used: LZ4 decompresses ~2.4x faster than zarr's default Zstd here (722 vs 305 MiB/s
-    for float32 cubes, 16 variables of 23x512x512; see benchmarks/bench_mapping.py).
+    for float32 cubes, 16 variables of 23x512x512; see benchmarks/bench_mapping.py). Zarr v2
+    stores get the same compressor as a numcodecs codec (which GDAL's Zarr driver reads).
     """
-    from zarr.codecs import BloscCodec
+    if zarr_format == 2:
+        from numcodecs import Blosc
 
+        codec: Any = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+    else:
+        from zarr.codecs import BloscCodec
+
+        codec = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
     for var in ds.data_vars.values():
         if var.dtype.kind in "fiub" and not var.encoding.get("compressors"):
-            var.encoding = {**var.encoding,
-                            "compressors": [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]}
+            var.encoding = {**var.encoding, "compressors": [codec]}
     return ds
 
 
-def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute: bool = True) -> Any:
+def _check_zarr_format(zarr_format: int) -> int:
+    if zarr_format not in (2, 3):
+        raise StoreError(f"zarr_format {zarr_format!r} is not 2 or 3", where="mapping.zarr_format",
+                         fix="Use 3 (default) or 2 (readable by GDAL's Zarr driver).")
+    return int(zarr_format)
+
+
+# ------------------------------------------------------------------------------ CF metadata
+
+# Standard names written by earlier globalflux code and the synthetic world that the CF standard
+# name table (v93) lacks or that do not fit the units: replacement, or None to drop the name (the
+# long_name says what the variable is). Aliases are replaced by the table's current name.
+_STANDARD_NAME_FIXES: dict[str, str | None] = {
+    "heterotrophic_respiration_carbon_flux":
+        "surface_upward_mass_flux_of_carbon_dioxide_expressed_as_carbon_due_to_heterotrophic_respiration",
+    "soil_respiration_carbon_flux":
+        "surface_upward_mass_flux_of_carbon_dioxide_expressed_as_carbon_due_to_respiration_in_soil",
+    "enhanced_vegetation_index": None,
+    "land_surface_water_index": None,
+    "sin_day_of_year": None,
+    "soil_organic_carbon_stock": "soil_mass_content_of_carbon",
+}
+# standard names whose canonical units are an amount, written by globalflux as a rate
+_RATE_NAMES = {
+    "precipitation_amount": "lwe_precipitation_rate",
+    "water_evapotranspiration_amount": "lwe_water_evaporation_rate",
+}
+# a chemical label between the number and the area in a unit ("g C m-2 d-1", "umol CO2 m-2 s-1"):
+# UDUNITS reads "C" as coulomb; CF wants it in the long_name / standard_name instead
+_LABELLED_UNIT = re.compile(r"^(?P<num>[a-zA-Zµ]*(?:g|mol))\s+(?P<label>C|CO2)\s+(?P<rest>.+)$")
+_LABEL_WORDS = {"C": "carbon", "CO2": "CO2"}
+
+
+def cf_units(units: str, long_name: str = "") -> tuple[str, str]:
+    """CF units (UDUNITS-parseable) and long_name for a unit that names the substance.
+
+    ``"g C m-2 d-1"`` becomes ``"g m-2 d-1"`` with "(as carbon)" added to the long_name unless it
+    says carbon already; ``"umol CO2 m-2 s-1"`` becomes ``"umol m-2 s-1"`` with "(CO2)". Other units
+    are returned unchanged.
+    """
+    m = _LABELLED_UNIT.match(str(units).strip())
+    if not m:
+        return str(units), long_name
+    word = _LABEL_WORDS[m["label"]]
+    if word.lower() not in long_name.lower():
+        long_name = f"{long_name} (as {word})" if long_name else word
+    return f"{m['num']} {m['rest']}", long_name
+
+
+def _numeric_flags(da: xr.DataArray) -> None:
+    """``flag_values`` as numbers of the variable's dtype (in place); drop unparseable ones."""
+    attrs = da.attrs
+    dtype = np.dtype("int8") if da.dtype == bool else da.dtype
+    if "n_zones" in attrs and "flag_meanings" not in attrs:
+        n = int(attrs["n_zones"])
+        attrs["flag_values"] = np.arange(n, dtype=dtype)
+        attrs["flag_meanings"] = " ".join(f"zone_{i}" for i in range(n))
+        return
+    fv = attrs.get("flag_values")
+    if fv is None:
+        return
+    if isinstance(fv, str):
+        try:
+            vals = [int(v) for v in fv.split()]
+        except ValueError:  # free text such as "-1 = not labelled": not CF flags
+            attrs.pop("flag_values")
+            return
+        meanings = str(attrs.get("flag_meanings", "")).split()
+        if len(meanings) != len(vals):
+            attrs.pop("flag_values")
+            attrs.pop("flag_meanings", None)
+            return
+        attrs["flag_values"] = np.asarray(vals, dtype=dtype)
+    else:
+        attrs["flag_values"] = np.asarray(fv, dtype=dtype)
+
+
+def cf_encode(ds: xr.Dataset, *, for_write: bool = True) -> xr.Dataset:
+    """A copy of ``ds`` whose metadata follow CF 1.8 (the one place that decides it).
+
+    * ``grid_mapping = "spatial_ref"`` on every data variable with x/y dims (the CRS variable
+      written by rioxarray; it is written here from a ``crs_wkt`` when only that is present);
+      x/y get ``standard_name``, ``units``, ``axis`` from the CRS where they lack them;
+    * units UDUNITS parses (:func:`cf_units`), standard names from the CF table whose canonical
+      units the units convert to;
+    * boolean layers stored as ``int8`` 0/1 flags with ``dtype = "bool"`` (read back as bool;
+      ``for_write=False``, used on reading, leaves them bool in memory); ``flag_values`` numeric, of the variable's dtype;
+    * integer layers keep their ``_FillValue`` (from attrs or encoding), cast to their dtype;
+    * period means: a ``time_bnds`` coordinate (period start, start + ``period_days``) named by
+      ``time.bounds``, and ``cell_methods = "time: mean"`` on variables along ``time`` that give
+      none.
+    """
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    ds = ds.copy()
+    ds.attrs = dict(ds.attrs)
+    ds.attrs.setdefault("Conventions", "CF-1.8")
+    has_crs = "spatial_ref" in ds.coords
+    if not has_crs and ds.rio.crs is not None:
+        ds = ds.rio.write_crs(ds.rio.crs, grid_mapping_name="spatial_ref")
+        has_crs = True
+    crs = ds.rio.crs if has_crs else None
+    for axis, dim in (("X", "x"), ("Y", "y")):  # coordinate attributes a CF reader needs
+        if dim not in ds.coords or crs is None:
+            continue
+        a = dict(ds[dim].attrs)
+        if crs.is_geographic:
+            std, units = (("longitude", "degrees_east") if dim == "x" else
+                          ("latitude", "degrees_north"))
+        else:
+            std = f"projection_{dim}_coordinate"
+            units = {"metre": "m", "meter": "m"}.get(crs.linear_units, crs.linear_units)
+        a.setdefault("standard_name", std)
+        a.setdefault("units", units)
+        a.setdefault("long_name", f"{std.replace('_', ' ')} of pixel centre")
+        a.setdefault("axis", axis)
+        ds[dim].attrs = a
+    for name in list(ds.data_vars):
+        da = ds[name]
+        attrs = dict(da.attrs)
+        enc = dict(da.encoding)
+        is_bool = da.dtype == bool or attrs.get("dtype") == "bool"
+        if is_bool:
+            attrs.setdefault("flag_values", "0 1")
+            attrs.setdefault("flag_meanings", "false true")
+            for key in ("_FillValue", "fill_value", "dtype"):
+                enc.pop(key, None)
+            attrs.pop("_FillValue", None)
+            if for_write and da.dtype == bool:
+                # CF has no boolean type: 0/1 int8 flags; attrs dtype="bool" makes xarray (and
+                # globalflux) read them back as bool, as xarray does for NetCDF
+                da = da.astype("int8")
+                attrs["dtype"] = "bool"
+        if has_crs and "x" in da.dims and "y" in da.dims:
+            attrs["grid_mapping"] = "spatial_ref"
+            enc.pop("grid_mapping", None)
+        if "units" in attrs:
+            attrs["units"], long = cf_units(attrs["units"], str(attrs.get("long_name", "")))
+            if long:
+                attrs["long_name"] = long
+        std = attrs.get("standard_name")
+        if std in _STANDARD_NAME_FIXES:
+            std = _STANDARD_NAME_FIXES[std]
+        if std in _RATE_NAMES and re.search(r"\)?-1$", str(attrs.get("units", ""))):
+            std = _RATE_NAMES[std]
+        if std:
+            attrs["standard_name"] = std
+        else:
+            attrs.pop("standard_name", None)
+        if da.dtype.kind in "iu" and not is_bool:
+            fv = enc.get("_FillValue", attrs.pop("_FillValue", None))
+            if fv is not None:  # none invented: a layer without one has no missing pixels
+                enc["_FillValue"] = np.asarray(fv).astype(da.dtype).item()
+        da = da.copy()
+        da.attrs = attrs
+        da.encoding = enc
+        _numeric_flags(da)
+        if "time" in da.dims and "period_days" in ds.coords:
+            da.attrs.setdefault("cell_methods", "time: mean")
+        ds[name] = da
+    if ("time" in ds.coords and "period_days" in ds.coords and ds["time"].dtype.kind == "M"
+            and "time_bnds" not in ds.variables):
+        start = ds["time"].values
+        days = np.asarray(ds["period_days"].values, dtype="int64")
+        end = start + days.astype("timedelta64[D]")
+        ds = ds.assign_coords(time_bnds=(("time", "nv"), np.stack([start, end], axis=1)))
+        ds["time"].attrs = {**ds["time"].attrs, "bounds": "time_bnds"}
+        ds["time"].attrs.setdefault("axis", "T")
+    if "spatial_ref" in ds.coords:  # rioxarray writes an int64 0; CF 1.8 has no 64-bit integers
+        ref = ds["spatial_ref"]
+        ds = ds.assign_coords(spatial_ref=ref.astype("int32").assign_attrs(
+            {**ref.attrs, "long_name": ref.attrs.get("long_name", "coordinate reference system")}))
+    if "time" in ds.coords and ds["time"].dtype.kind == "M":
+        # float days: CF 1.8 has no int64 (xarray's default for datetimes); bounds share the units
+        units = ds["time"].encoding.get("units", "days since 1970-01-01")
+        for name in ("time", "time_bnds"):
+            if name in ds.coords:
+                ds[name].encoding = {**ds[name].encoding, "dtype": "float64", "units": units}
+    for name in ds.coords:  # coordinates and bounds are never missing (CF 2.5.1, 7.1)
+        if (name in ds.dims or name == "time_bnds") and ds[name].dtype.kind in "fM":
+            ds[name].encoding = {**ds[name].encoding, "_FillValue": None}
+    return ds
+
+
+def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute: bool = True,
+                  zarr_format: int = 3) -> Any:
     """Write ``ds`` to Zarr at ``path`` with consolidated metadata.
 
     Parameters
@@ -91,17 +284,24 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute
         ``"w-"`` refuses to overwrite an existing store; ``"w"`` replaces it.
     compute
         False returns the delayed write (nothing computed).
+    zarr_format
+        3 (default) or 2; GDAL (3.10, as bundled with rasterio) opens only v2 stores.
+
+    The metadata are made CF-conformant on the way (:func:`cf_encode`).
     """
+    zarr_format = _check_zarr_format(zarr_format)
     path = Path(path)
     if mode == "w-" and path.exists():
         raise StoreError("store exists", where=str(path),
                          fix="Choose another path, delete it, or run with --resume/--overwrite.")
-    ds = ds.copy()
+    ds = cf_encode(ds)
     for name in ds.variables:
         ds[name].encoding.pop("chunks", None)
         ds[name].encoding.pop("preferred_chunks", None)
-    _use_fast_codec(ds)
-    return ds.to_zarr(path, mode=mode, consolidated=True, compute=compute, zarr_format=3)
+        if zarr_format == 2:
+            ds[name].encoding.pop("fill_value", None)
+    _use_fast_codec(ds, zarr_format)
+    return ds.to_zarr(path, mode=mode, consolidated=True, compute=compute, zarr_format=zarr_format)
 
 
 def open_dataset(path: str | Path, *, chunks: Any = "auto", verify: bool = True) -> xr.Dataset:
@@ -112,6 +312,8 @@ def open_dataset(path: str | Path, *, chunks: Any = "auto", verify: bool = True)
     naming the store and the chunk, instead of NaN where data were. A store still being written
     (no consolidated metadata yet) opens too, logged as partial and with the attribute
     ``globalflux_partial``; use :func:`globalflux.query.open_map` to see only its completed blocks.
+    Integer layers (zones, classes) keep their dtype: their fill value is not masked to NaN but
+    kept in ``encoding["_FillValue"]`` (compare with it, e.g. ``da != da.encoding["_FillValue"]``).
     """
     path = Path(path)
     if not path.exists():
@@ -123,6 +325,20 @@ def open_dataset(path: str | Path, *, chunks: Any = "auto", verify: bool = True)
             warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
             warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not")
             ds = xr.open_zarr(path, chunks=chunks, consolidated=None)
+            ints = [n for n, v in ds.data_vars.items()
+                    if np.dtype(v.encoding.get("dtype", v.dtype)).kind in "iu"]
+            if ints:
+                raw = xr.open_zarr(path, chunks=chunks, consolidated=None,
+                                   mask_and_scale={n: n not in ints for n in ds.variables})
+                for n in ints:
+                    da = raw[n]
+                    fv = da.attrs.pop("_FillValue", None)
+                    if fv is not None:
+                        da.encoding["_FillValue"] = fv
+                    ds[n] = da
+            # the store's JSON attributes lose dtypes (flag_values) and xarray adds coordinate
+            # fill values: restore what a NetCDF written from this Dataset needs to stay CF
+            ds = cf_encode(ds, for_write=False)
     except Exception as exc:  # zarr raises many types for a broken store
         raise StoreError(f"cannot open as Zarr ({exc.__class__.__name__}: {exc})", where=str(path),
                          fix="Is it a Zarr store written by globalflux? Rewrite it if it is corrupt.") from None
@@ -389,6 +605,7 @@ def prepare_store(
     *,
     fingerprint: str,
     resume: bool = False,
+    zarr_format: int = 3,
 ) -> tuple[StoreLayout, set[tuple[int, ...]]]:
     """Create a region-written store (or check one for resuming); return its layout and done blocks.
 
@@ -406,6 +623,9 @@ def prepare_store(
     resume
         Reuse an existing store with the same fingerprint and layout; False refuses an existing
         path.
+    zarr_format
+        3 (default) or 2 (GDAL's Zarr driver reads v2 only). Metadata go through
+        :func:`cf_encode`.
 
     Raises
     ------
@@ -413,6 +633,7 @@ def prepare_store(
         The path exists (``resume=False``), or it holds a store of another recipe or layout, or
         one not written region by region.
     """
+    zarr_format = _check_zarr_format(zarr_format)
     path = Path(path)
     layout = StoreLayout.from_dataset(template)
     if path.exists():
@@ -440,23 +661,29 @@ def prepare_store(
             partial.unlink(missing_ok=True)
         return layout, completed_blocks(path)
 
-    ds = template.copy()
+    ds = cf_encode(template)
+    # coordinates (e.g. period_days along time) are written now, with the metadata: a lazy one
+    # would be skipped by the compute=False write below and read back as the fill value
+    ds = ds.assign_coords({n: ds[n].compute() for n in ds.coords if ds[n].chunks is not None})
     for name in ds.variables:
         for key in ("chunks", "preferred_chunks", "compressors", "filters"):
             ds[name].encoding.pop(key, None)
+        if zarr_format == 2:
+            ds[name].encoding.pop("fill_value", None)
     ds.attrs = dict(ds.attrs)
     ds.attrs[FINGERPRINT_ATTR] = fingerprint
     ds.attrs[COMPLETE_ATTR] = "false"
     path.parent.mkdir(parents=True, exist_ok=True)
     # metadata and (numpy) coordinates only: the dask data variables are not computed
-    _use_fast_codec(ds)
-    ds.to_zarr(path, mode="w-", compute=False, consolidated=False, zarr_format=3)
+    _use_fast_codec(ds, zarr_format)
+    ds.to_zarr(path, mode="w-", compute=False, consolidated=False, zarr_format=zarr_format)
     mdir = _manifest_dir(path)
     (mdir / "blocks").mkdir(parents=True, exist_ok=True)
     header = {
         "format": "globalflux-manifest-1",
         "fingerprint": fingerprint,
         "layout": layout.to_json(),
+        "zarr_format": zarr_format,
         "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     _atomic_write_text(mdir / "manifest.json", json.dumps(header, indent=1))
@@ -464,8 +691,9 @@ def prepare_store(
 
 
 def _chunk_files(path: Path, var: str, region: Mapping[str, slice], dims: tuple[str, ...],
-                 chunks: Mapping[str, int]) -> list[Path]:
-    """Paths of the Zarr v3 chunk files (default key encoding ``c/i/j``) covering ``region``."""
+                 chunks: Mapping[str, int], zarr_format: int = 3) -> list[Path]:
+    """Paths of the chunk files covering ``region`` (default key encodings: v3 ``c/i/j``,
+    v2 ``i.j``)."""
     import itertools
 
     ranges = []
@@ -473,6 +701,9 @@ def _chunk_files(path: Path, var: str, region: Mapping[str, slice], dims: tuple[
         s = region[d]
         c = chunks[d]
         ranges.append(range(s.start // c, -(-s.stop // c)))
+    if zarr_format == 2:
+        return [path / var / (".".join(str(i) for i in idx) or "0")
+                for idx in itertools.product(*ranges)]
     return [path / var / "c" / "/".join(str(i) for i in idx) for idx in itertools.product(*ranges)]
 
 
@@ -524,7 +755,8 @@ def write_block(
                                  f"{expected}", where=str(path),
                                  fix="Chunks of the mapped arrays must match the store layout.")
             arr[sel] = values.astype(arr.dtype, copy=False)
-            written.extend(_chunk_files(path, var, region, vdims, chunk_of))
+            written.extend(_chunk_files(path, var, region, vdims, chunk_of,
+                                        int(getattr(arr.metadata, "zarr_format", 3))))
     for f in written:
         if f.exists():  # all-fill chunks are not stored
             _fsync_path(f)

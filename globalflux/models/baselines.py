@@ -8,6 +8,10 @@ loops over sites; :func:`fit_predict_site` does one site).
 * :class:`LloydTaylorModel`: ``R = Rref * exp(E0 * (1/(Tref - T0) - 1/(T - T0)))`` with
   ``Tref = 283.15 K`` (10 degC), ``T0 = 227.13 K`` and ``E0`` (K) fitted (Lloyd and Taylor
   1994, Functional Ecology 8:315-323).
+* :class:`GlobalQ10Model`: one Q10 model for all sites whose parameters come from static site
+  attributes: per-site Q10 fits on the training sites, then ``log R10`` and ``log Q10`` as a
+  ridge regression on the standardised attributes (training sites only). It needs no data of
+  the site it predicts, so it is the fair baseline for sites a model never saw.
 * :class:`DoyClimatology`: mean of the training values per day of year, smoothed with a centred
   circular window (days with no training value in the window get the overall training mean).
 
@@ -22,7 +26,8 @@ import numpy as np
 from ..errors import ModelError
 from ..metrics import valid_pairs
 
-__all__ = ["Q10Model", "LloydTaylorModel", "DoyClimatology", "fit_predict_site"]
+__all__ = ["Q10Model", "LloydTaylorModel", "GlobalQ10Model", "DoyClimatology",
+           "fit_predict_site"]
 
 T_REF_K = 283.15
 T0_K = 227.13
@@ -134,6 +139,90 @@ class LloydTaylorModel(_TempModel):
     @property
     def E0_(self):
         return self.params_[1]
+
+
+class GlobalQ10Model(_Params):
+    """A Q10 model for unseen sites: ``R10`` and ``Q10`` predicted from static attributes.
+
+    Fitting: a :class:`Q10Model` per training site (sites with fewer than ``min_samples``
+    (T, R) pairs are skipped), then ``[log R10, log Q10]`` regressed on the site attributes
+    standardised with the training sites' mean and standard deviation (ridge, penalty
+    ``alpha``; intercept not penalised). Prediction: ``R = R10(a) * Q10(a) ** ((T - 10) / 10)``
+    with ``Q10`` clipped to [1, 10] like the per-site fit; a site with a missing attribute or
+    temperature gets NaN.
+
+    Parameters
+    ----------
+    alpha
+        Ridge penalty on the standardised attributes (1.0).
+    min_samples
+        Fewest (T, R) training pairs for a site's own Q10 fit to enter the regression.
+
+    Attributes
+    ----------
+    coef_, intercept_
+        ``(n_attributes, 2)`` and ``(2,)``: ``[log R10, log Q10] = intercept_ + z @ coef_``.
+    site_params_
+        ``(n_sites, 2)`` per-site ``[R10, Q10]`` of the training sites (NaN where skipped).
+    n_sites_
+        Training sites that entered the regression.
+    """
+
+    _PARAMS = ("alpha", "min_samples")
+
+    def __init__(self, alpha: float = 1.0, min_samples: int = 5):
+        self.alpha = alpha
+        self.min_samples = min_samples
+
+    def fit(self, A, T, R):
+        """``A`` (n_sites, n_attributes); ``T`` and ``R`` (n_sites, n_days), NaN where a day is
+        not used (test days of training sites must be NaN in ``R``)."""
+        A = np.asarray(A, dtype="float64")
+        T = np.asarray(T, dtype="float64")
+        R = np.asarray(R, dtype="float64")
+        if A.ndim != 2 or T.shape != R.shape or T.shape[0] != A.shape[0]:
+            raise ModelError(f"shapes A {A.shape}, T {T.shape}, R {R.shape} do not agree",
+                             where="GlobalQ10Model", fix="Give A (sites, attributes) and T, R "
+                             "(sites, days) for the same sites.")
+        params = np.full((A.shape[0], 2), np.nan)
+        for i in range(A.shape[0]):
+            try:
+                params[i] = Q10Model(min_samples=self.min_samples).fit(T[i], R[i]).params_
+            except ModelError:
+                continue
+        ok = np.isfinite(params).all(axis=1) & np.isfinite(A).all(axis=1)
+        if ok.sum() < 2:
+            raise ModelError(f"{int(ok.sum())} training site(s) with a Q10 fit and all attributes",
+                             where="GlobalQ10Model",
+                             fix="Give at least 2 training sites with soil temperature.")
+        a = A[ok]
+        self.mean_ = a.mean(axis=0)
+        sd = a.std(axis=0)
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        z = (a - self.mean_) / self.scale_
+        p = np.log(params[ok])
+        self.intercept_ = p.mean(axis=0)
+        k = z.shape[1]
+        self.coef_ = np.linalg.solve(z.T @ z + float(self.alpha) * np.eye(k),
+                                     z.T @ (p - self.intercept_))
+        self.site_params_ = params
+        self.n_sites_ = int(ok.sum())
+        return self
+
+    def predict_params(self, A) -> np.ndarray:
+        """``(n_sites, 2)`` predicted ``[R10, Q10]`` from attributes ``A``."""
+        if not hasattr(self, "coef_"):
+            raise ModelError("not fitted", where="GlobalQ10Model", fix="Call fit() first.")
+        z = (np.asarray(A, dtype="float64") - self.mean_) / self.scale_
+        p = np.exp(self.intercept_ + z @ self.coef_)
+        p[:, 1] = np.clip(p[:, 1], 1.0, 10.0)
+        return p
+
+    def predict(self, A, T) -> np.ndarray:
+        """``(n_sites, n_days)`` flux from attributes ``A`` and temperatures ``T``."""
+        p = self.predict_params(A)
+        T = np.asarray(T, dtype="float64")
+        return p[:, :1] * p[:, 1:] ** ((T - 10.0) / 10.0)
 
 
 class DoyClimatology(_Params):

@@ -242,7 +242,10 @@ def _compile(model_str: str, prebuilt: tuple[dict[str, Any], bytes] | None = Non
     and loaded from the per-user cache), so nothing is compiled; on another CPU it is ignored
     and the forest is compiled here.
     """
-    import lleaves
+    from ..extras import require
+
+    # lazily: lleaves/llvmlite are the optional extra [fast]
+    lleaves = require("lleaves", "fast", what="forest.engine: lleaves")
 
     key = hashlib.sha256(model_str.encode()).hexdigest()
     d = compiled_cache_dir()

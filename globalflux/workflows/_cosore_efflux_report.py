@@ -9,8 +9,10 @@ import pandas as pd
 
 from ..report import _plt, markdown_table, write_report
 
-_NAMES = {"lstm": "LSTM", "q10": "Q10", "lt": "Lloyd-Taylor", "clim": "DOY climatology"}
-_PREFIX = {"lstm": "", "q10": "q10_", "lt": "lt_", "clim": "clim_"}
+_NAMES = {"lstm": "LSTM", "q10": "Q10", "lt": "Lloyd-Taylor", "clim": "DOY climatology",
+          "gq10": "global Q10 (attributes)"}
+_PREFIX = {"lstm": "", "q10": "q10_", "lt": "lt_", "clim": "clim_", "gq10": "gq10_"}
+_BASE = ("q10", "lt", "clim", "gq10")
 
 
 def _examples(table: pd.DataFrame, min_test: int) -> dict[str, str]:
@@ -89,10 +91,13 @@ def figures(folder: Path, ds, y, preds, train, table, cfg) -> dict[str, str]:
     return figs
 
 
-def _loss_figure(folder: Path, loss) -> str:
+def _loss_figure(folder: Path, losses) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(np.arange(1, len(loss) + 1), loss)
+    for i, loss in enumerate(losses):
+        ax.plot(np.arange(1, len(loss) + 1), loss, lw=1.0, label=f"seed {i}")
+    if len(losses) > 1:
+        ax.legend(fontsize=7)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss (scaled MSE)")
     ax.set_yscale("log")
@@ -122,9 +127,11 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _wins(table: pd.DataFrame) -> pd.DataFrame:
+def _wins(table: pd.DataFrame, min_test: int) -> pd.DataFrame:
+    """LSTM against each baseline per site, over sites with at least ``min_test`` test days."""
+    table = table[table["n_test"] >= min_test]
     rows = []
-    for k in ("q10", "lt", "clim"):
+    for k in _BASE:
         for m in ("nse", "kge"):
             a = table[f"{m}_test"]
             b = table[f"{k}_{m}_test"]
@@ -136,20 +143,106 @@ def _wins(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, paper, raw,
-          seconds) -> Path:
+def _med(col) -> float:
+    col = pd.Series(col).dropna()
+    return float(col.median()) if len(col) else float("nan")
+
+
+def _split_sections(cfg, full: pd.DataFrame, table: pd.DataFrame, selection: pd.DataFrame,
+                    model) -> list[tuple[str, str]]:
+    """Holdout, location k-fold, ensemble and masked-driver sections."""
+    out = []
+    hold = full[full["split"] == "holdout"]
+    fold = full[full["split"] == "fold"]
+    if len(hold):
+        cols = ["site_id", "igbp", "lat", "lon", "n_test", "nse_test", "kge_test", "r_test",
+                "gq10_nse_test", "gq10_kge_test", "lstm_spread_test", "class"]
+        body = (f"{len(hold)} site(s) in lstm.holdout_sites were never shown to training (neither "
+                "their targets nor their drivers entered the fit or the scalers) and are scored "
+                "over their whole record (n_test = all observed days). The fair baseline here is "
+                "the global Q10 (parameters from static attributes, fitted on the training sites "
+                "only); the per-site Q10, Lloyd-Taylor and climatology need the site's own data "
+                "and are not defined for these sites.\n\n" + markdown_table(hold[cols])
+                + f"\n\nMedian over holdout sites: LSTM NSE {_med(hold['nse_test']):.3f}, KGE "
+                f"{_med(hold['kge_test']):.3f}; global Q10 NSE {_med(hold['gq10_nse_test']):.3f}, "
+                f"KGE {_med(hold['gq10_kge_test']):.3f}. For comparison, the temporal test parts "
+                f"of the {len(table)} training sites: LSTM NSE {_med(table['nse_test']):.3f}, KGE "
+                f"{_med(table['kge_test']):.3f}; global Q10 NSE {_med(table['gq10_nse_test']):.3f}, "
+                f"KGE {_med(table['gq10_kge_test']):.3f}.")
+        out.append(("Sites never seen in training (split holdout)", body))
+    if len(fold):
+        rows = []
+        for name, t in (("temporal 80/20 (test parts)", table), (f"location {cfg.folds}-fold "
+                        "(whole records of held-out locations)", fold)):
+            rows.append({"validation": name, "sites": len(t),
+                         "LSTM median NSE": _med(t["nse_test"]),
+                         "LSTM median KGE": _med(t["kge_test"]),
+                         "global Q10 median NSE": _med(t["gq10_nse_test"]),
+                         "global Q10 median KGE": _med(t["gq10_kge_test"]),
+                         "LSTM good/fair/poor": "/".join(str(int((t["class"] == c).sum()))
+                                                         for c in ("good", "fair", "poor"))})
+        out.append(("Location k-fold beside the temporal split", (
+            f"Whole locations (sites within {cfg.location_radius_km} km of each other) held out "
+            f"in {cfg.folds} folds; one model per fold trained on the other folds' whole records "
+            "(holdout sites never included); every site scored over its whole record by the "
+            "model that never saw its location.\n\n" + markdown_table(pd.DataFrame(rows)))))
+    n_mem = len(model.members_)
+    if n_mem > 1:
+        rows = []
+        for name, t in (("temporal test", table), ("holdout (whole record)", hold)):
+            if not len(t):
+                continue
+            rows.append({"sites": f"{name}, {len(t)} sites",
+                         f"ensemble mean ({n_mem}) median NSE": _med(t["nse_test"]),
+                         "single seed (seed 0) median NSE": _med(t["seed0_nse_test"]),
+                         f"ensemble mean ({n_mem}) median KGE": _med(t["kge_test"]),
+                         "single seed (seed 0) median KGE": _med(t["seed0_kge_test"]),
+                         "mean spread (g C m-2 d-1)": float(t["lstm_spread_test"].mean())})
+        out.append(("Seed ensemble beside the single-seed run", (
+            f"{n_mem} members (seeds {cfg.seed}..{cfg.seed + n_mem - 1}), each trained like the "
+            "single model; the prediction is the ensemble mean and the spread (standard deviation "
+            "across members, column lstm_spread in predictions.csv, its mean over a site's scored "
+            "days lstm_spread_test in metrics/lstm_sites.csv) the uncertainty. Seed 0 alone is "
+            "the single-seed model.\n\n" + markdown_table(pd.DataFrame(rows)))))
+    masked = table[table["missing_drivers"].fillna("").astype(str).str.len() > 0]
+    if cfg.missing_drivers == "mask":
+        hm = hold[hold["missing_drivers"].fillna("").astype(str).str.len() > 0]
+        body = (f"Sites lacking a site driver on all their observed days are kept (lstm."
+                f"missing_drivers: mask): every site driver ({', '.join(model.members_[0].masked_drivers) or 'none'}) "
+                "has a 0/1 availability input and its missing values are filled with the "
+                f"training mean after scaling. This adds **{len(masked) + len(hm)} site(s)** that "
+                "would otherwise be dropped")
+        if len(masked):
+            body += (f"; their median temporal test NSE is {_med(masked['nse_test']):.3f} and KGE "
+                     f"{_med(masked['kge_test']):.3f} (the other {len(table) - len(masked)} "
+                     f"training sites: NSE {_med(table.loc[~table.index.isin(masked.index), 'nse_test']):.3f}, "
+                     f"KGE {_med(table.loc[~table.index.isin(masked.index), 'kge_test']):.3f}). "
+                     "The temperature baselines have no prediction where Ts is missing.\n\n"
+                     + markdown_table(masked[["site_id", "igbp", "missing_drivers", "n_test",
+                                              "nse_test", "kge_test", "clim_nse_test",
+                                              "gq10_nse_test", "class"]]))
+        else:
+            body += "."
+        out.append(("Sites added by masking missing drivers", body))
+    return out
+
+
+def write(ctx, recipe, full, by_class, acf_cor, selection, model, figs, notes, paper, raw,
+          seconds, *, min_test: int = 60) -> Path:
     cfg = recipe.lstm
+    table = full[full["split"] == "temporal"].reset_index(drop=True)
+    m0 = model.members_[0]
     figs = dict(figs)
-    figs["loss"] = _loss_figure(ctx.figures, model.loss_history_)
+    figs["loss"] = _loss_figure(ctx.figures, [m.loss_history_ for m in model.members_])
     summ = _summary(table)
-    wins = _wins(table)
+    wins = _wins(table, min_test)
     lstm_nse = float(table["nse_test"].median())
     lstm_kge = float(table["kge_test"].median())
     comp = pd.DataFrame([
         {"": "median test NSE", "this run (LSTM)": lstm_nse, "Smykalov et al. (LSTM)": paper["nse_test"],
-         **{_NAMES[k]: float(table[f"{k}_nse_test"].median()) for k in ("q10", "lt", "clim")}},
+         **{_NAMES[k]: float(table[f"{k}_nse_test"].median()) for k in _BASE}},
         {"": "median test KGE", "this run (LSTM)": lstm_kge, "Smykalov et al. (LSTM)": paper["kge_test"],
-         **{_NAMES[k]: float(table[f"{k}_kge_test"].median()) for k in ("q10", "lt", "clim")}},
+         **{_NAMES[k]: float(table[f"{k}_kge_test"].median()) for k in _BASE}},
     ])
     cols = [f"{_PREFIX[k]}{m}_test" for k in _NAMES for m in ("nse", "kge")]
     both = table[cols].notna().all(axis=1)
@@ -157,20 +250,21 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
         {"": f"median test {m.upper()}, the {int(both.sum())} sites all models score",
          "this run (LSTM)": float(table.loc[both, f"{m}_test"].median()),
          "Smykalov et al. (LSTM)": paper[f"{m}_test"],
-         **{_NAMES[k]: float(table.loc[both, f"{k}_{m}_test"].median()) for k in ("q10", "lt", "clim")}}
+         **{_NAMES[k]: float(table.loc[both, f"{k}_{m}_test"].median()) for k in _BASE}}
         for m in ("nse", "kge")])], ignore_index=True)
     best = {k: float(table[f"{_PREFIX[k]}nse_test"].median()) for k in _NAMES}
     order = sorted(best, key=best.get, reverse=True)
     n_used = int(selection["used"].sum())
     dropped = selection[~selection["used"]]
 
-    win_lines = []
-    for k in ("q10", "lt", "clim"):
+    win_lines = [f"Over the {int((table['n_test'] >= min_test).sum())} of {len(table)} sites with "
+                 f"at least {min_test} test days (report.min_test_days):"]
+    for k in _BASE:
         w = wins[(wins["baseline"] == _NAMES[k]) & (wins["metric"] == "nse test")].iloc[0]
         win_lines.append(f"- vs {_NAMES[k]}: LSTM has the higher test NSE at {w['LSTM better']} of "
                          f"{w['sites']} sites, the lower at {w['baseline better']} (median "
                          f"difference {w['median difference (LSTM - baseline)']:+.3f}).")
-    d = (table["nse_test"] - table["lt_nse_test"]).dropna()
+    d = (table["nse_test"] - table["lt_nse_test"])[table["n_test"] >= min_test].dropna()
     if len(d):
         top = d.sort_values()
         fmt = lambda idx: ", ".join(  # noqa: E731 - local formatting helper
@@ -189,12 +283,14 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
     sections = [
         ("What this is", (
             f"One LSTM (hidden {cfg.hidden_size}, dropout {cfg.dropout}, linear head; statics "
-            f"concatenated to every step) trained on {n_used} COSORE sites at once on random "
-            f"{cfg.seq_len}-day subsequences (masked MSE, {model.epoch_} epochs of "
-            f"{model.n_batches_per_epoch_} batches x {cfg.batch_size}), judged per site on the "
+            f"concatenated to every step) trained on {len(table)} COSORE sites at once on random "
+            f"{cfg.seq_len}-day subsequences (masked MSE, {m0.epoch_} epochs of "
+            f"{m0.n_batches_per_epoch_} batches x {cfg.batch_size}"
+            + (f"; an ensemble of {len(model.members_)} seeds, prediction = mean" if len(model.members_) > 1 else "")
+            + "), judged per site on the "
             f"last {100 - round(100 * cfg.train_fraction)}% of each site's own observed days "
             f"(protocol of Smykalov et al.). Drivers: {', '.join(cfg.drivers)}; statics: "
-            f"{', '.join(model.statics)}. Real data (COSORE v0.8.0); nothing here is synthetic. "
+            f"{', '.join(m0.statics)}. Real data (COSORE v0.8.0); nothing here is synthetic. "
             "No setting was tuned on the test periods: the recipe's values were fixed before the "
             "run and the test parts enter only the scores below.")),
         ("Headline: test-period medians next to the paper and the baselines",
@@ -219,12 +315,13 @@ def write(ctx, recipe, table, by_class, acf_cor, selection, model, figs, notes, 
          + ("" if acf_best is None else
             f"\n\nStrongest: {acf_best['feature']} vs {acf_best['score']} (rho "
             f"{acf_best['rho']:.2f}, n={int(acf_best['n'])}).")),
-        ("Per-site results", markdown_table(
+        *_split_sections(cfg, full, table, selection, model),
+        ("Per-site results (temporal split)", markdown_table(
             table[["site_id", "igbp", "n_train", "n_test", "nse_test", "kge_test", "r_test",
-                   "q10_nse_test", "lt_nse_test", "clim_nse_test", "class"]])),
+                   "q10_nse_test", "lt_nse_test", "clim_nse_test", "gq10_nse_test", "class"]])),
         ("Figures", "\n".join(f"![{k}]({v})" for k, v in figs.items())),
         ("Data and sites", (
-            f"{n_used} sites used of {len(selection)} with {cfg.target} after QC "
+            f"{n_used} sites used ({n_used - len(table)} of them holdout) of {len(selection)} with {cfg.target} after QC "
             f"(min_days {cfg.min_days}, seq_len {cfg.seq_len}). Dropped: "
             + ("; ".join(f"{r.site_id} ({r.reason})" for r in dropped.itertuples()) or "none")
             + ". Datasets COSORE could not load: "

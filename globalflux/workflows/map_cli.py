@@ -117,10 +117,18 @@ def main(args) -> int:
     from ..mapping import map_cube, map_to_store
     from ..provenance import provenance_attrs
 
-    out = Path(args.out)
+    from ..io.paths import check_writable_dir
+
+    out = check_writable_dir(args.out, what="--out")  # a file, /proc, no permission: exit 2 now
     if out.exists() and not args.resume:
         raise StoreError("exists", where=str(out),
                          fix="Choose a new --out, or add --resume to finish that store.")
+    if out.exists() and args.resume:
+        from ..io.store import read_manifest
+
+        if read_manifest(out) is None:  # refused before a cluster starts or a byte is written
+            raise StoreError("is not a resumable globalflux store (no manifest)", where=str(out),
+                             fix="Choose another --out, or run without --resume into a new one.")
     bbox = parse_bbox(args.bbox)
     span = parse_time(args.time)
     model = load_model(args.model)
@@ -152,7 +160,7 @@ def main(args) -> int:
                       f"{pkg.kind} package {Path(args.model).resolve().name}")
     attrs["model_recipe"] = pkg.manifest.get("recipe") or ""
     attrs["model_time_step"] = str(pkg.manifest.get("time_step"))
-    client, cluster = connect(args.scheduler, None)
+    client, cluster = connect(args.scheduler, None, timeout=args.scheduler_timeout)
     try:
         with client.as_current():
             path = map_to_store(client, pieces, out, attrs=attrs, mask=mask, resume=args.resume)

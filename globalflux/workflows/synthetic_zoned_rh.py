@@ -202,7 +202,8 @@ def run(recipe, ctx) -> None:
         pieces = {name: src[name] for name in src.data_vars}
         cube_path = map_to_store(None, pieces, ctx.maps / "predictors.zarr",
                                  attrs=dict(attrs, title="SYNTHETIC predictor cube"),
-                                 resume=ctx.resume, progress=False)
+                                 resume=ctx.resume, progress=False,
+                                 zarr_format=cfg_map.zarr_format)
         cube = _open_store(cube_path)
 
     with timer.step("extract the sites' training table"):
@@ -276,7 +277,7 @@ def run(recipe, ctx) -> None:
             rh_path = map_to_store(
                 client, pieces, ctx.maps / "rh.zarr",
                 attrs=dict(attrs, title="SYNTHETIC RH map (zoned random forest)"),
-                mask=land_r, resume=ctx.resume)
+                mask=land_r, resume=ctx.resume, zarr_format=cfg_map.zarr_format)
 
     rh_store = _open_store(rh_path)
     cog_paths: list[Path] = []
@@ -470,12 +471,16 @@ def _write_outputs(ctx, recipe, world, table, zoned_loso, unified_loso, model, z
             f"{pd.Timestamp(rh.time.values[-1]):%Y-%m-%d} (zoned RF)",
             cmap="YlOrBr", units=RH_UNITS, synthetic=True, dpi=dpi,
             points=(pts["lon"], pts["lat"]))
-        zone_da = xr.DataArray(np.where(land, zone_map, np.nan).astype(float),
+        # recovered zones renumbered to their best-matching true zone, so colours compare
+        match = report.match_labels(truth_zone[land], zone_map[land])
+        matched = np.vectorize(lambda z: match.get(int(z), int(z)), otypes=[float])(zone_map)
+        zone_da = xr.DataArray(np.where(land, matched, np.nan).astype(float),
                                coords={"y": world.cube["y"], "x": world.cube["x"]}, dims=("y", "x"))
         true_da = zone_da.copy(data=np.where(land, truth_zone, np.nan).astype(float))
         figs["zones"] = report.map_panels_png(
-            {"true zones (answer key)": true_da, f"recovered zones (ARI {ari:.3f})": zone_da},
-            ctx.figures / "zones.png", categorical=True, synthetic=True, dpi=dpi)
+            {"true zones (answer key)": true_da,
+             f"recovered zones, coloured as their best-matching true zone (ARI {ari:.3f})": zone_da},
+            ctx.figures / "zones.png", categorical=True, synthetic=True, dpi=dpi, units="zone")
         figs["obs_vs_pred"] = report.scatter_obs_pred(
             None, None, ctx.figures / "obs_vs_pred.png", units=RH_UNITS, synthetic=True, dpi=dpi,
             panels={"zoned RF (LOSO)": (pred["y_obs"], pred["pred_zoned"]),
