@@ -11,7 +11,8 @@ Contents
 * :func:`static_cube` -- the real static predictor cube (land, land cover, Köppen, NDVI envelope,
   relief, MAT/MAP/SOC) on one global grid.
 * Time: :func:`composite_8day` (MODIS 8-day calendar), :func:`daily_interpolate`,
-  :func:`sin_doy`, :func:`annual_stats`.
+  :func:`sin_doy` (the one day-of-year encoding: :func:`day_of_year_angle`),
+  :func:`annual_stats`.
 * Indices: :func:`ndvi`, :func:`evi`, :func:`lswi` from surface reflectance.
 * :func:`zone_factors` -- multi-year means of the six zone factors of Zhu et al. (2024).
 * :func:`choose_chunks`, :func:`finalize_cube` -- chunking for time-series access (10-100 MB
@@ -29,7 +30,7 @@ doi:10.1016/j.rse.2004.03.010
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import dask.array as dsa
@@ -43,12 +44,14 @@ from .grid import BBox, GridSpec, grid_of, modis_8day_start, period_lengths
 
 __all__ = [
     "Resampling",
+    "fill_nearest",
     "regrid",
     "static_cube",
     "STATIC_VARIABLES",
     "composite_8day",
     "daily_interpolate",
     "sin_doy",
+    "day_of_year_angle",
     "annual_stats",
     "ndvi",
     "evi",
@@ -456,13 +459,31 @@ def daily_interpolate(da: xr.DataArray, start=None, end=None) -> xr.DataArray:
     return out
 
 
-def sin_doy(time) -> xr.DataArray:
-    """sin(2π · DOY / N), N = days of that year (365 or 366): the seasonal phase feature."""
+#: period of the day-of-year encoding (days): the mean calendar year
+DOY_PERIOD = 365.25
+
+
+def day_of_year_angle(time) -> np.ndarray:
+    """The day of year on the unit circle: ``2 pi (DOY - 1) / 365.25`` (radians, float64).
+
+    The project's one day-of-year encoding: :func:`sin_doy` (cube variable ``sin_doy``) and the
+    LSTM's ``doy_sin``/``doy_cos`` (:func:`globalflux.models.lstm.add_doy_features`) are its
+    sine and cosine. 1 January is angle 0 in every year; a fixed period (not 365 or 366 by year)
+    keeps consecutive days equally spaced across year ends. (This is the formula the LSTM was
+    trained with in the committed real runs; ``sin_doy`` used ``2 pi DOY / days-in-year``
+    before, at most 0.02 away.)
+    """
     t = pd.DatetimeIndex(pd.to_datetime(np.asarray(time)))
-    n = np.where(t.is_leap_year, 366.0, 365.0)
-    vals = np.sin(2.0 * np.pi * t.day_of_year.to_numpy() / n).astype("float32")
+    return 2.0 * np.pi * (t.day_of_year.to_numpy().astype("float64") - 1.0) / DOY_PERIOD
+
+
+def sin_doy(time) -> xr.DataArray:
+    """sin of :func:`day_of_year_angle`: the seasonal phase feature, over ``time`` (float32)."""
+    t = pd.DatetimeIndex(pd.to_datetime(np.asarray(time)))
+    vals = np.sin(day_of_year_angle(t)).astype("float32")
     return xr.DataArray(vals, dims="time", coords={"time": t.to_numpy()}, name="sin_doy",
-                        attrs={"units": "1", "long_name": "sine of day of year, sin(2 pi DOY / days in year)"})
+                        attrs={"units": "1", "long_name": "sine of day of year, "
+                               "sin(2 pi (DOY - 1) / 365.25)"})
 
 
 def annual_stats(da: xr.DataArray, years=None) -> xr.Dataset:
@@ -696,3 +717,78 @@ def finalize_cube(
     out.attrs = {**ds.attrs, **(attrs or {}), "chunking": ",".join(f"{k}={v}" for k, v in chunks.items()),
                  "grid_resolution": grid.resolution, "grid_bbox": ",".join(str(b) for b in grid.bbox.as_tuple())}
     return out
+
+
+#: Kilometres per degree of latitude on the mean Earth sphere (R = 6371.0088 km).
+KM_PER_DEGREE = 6371.0088 * np.pi / 180.0
+
+
+def fill_nearest(cube: xr.Dataset, variables: Sequence[str], *, max_km: float,
+                 where: xr.DataArray | None = None) -> tuple[xr.Dataset, xr.DataArray]:
+    """Fill missing pixels of static layers with the nearest valid pixel within ``max_km``.
+
+    For each variable separately, a pixel that is NaN (and inside ``where``, e.g. the land mask)
+    takes the value of the nearest finite pixel of the same variable when that pixel is at most
+    ``max_km`` away; farther gaps stay NaN. Distances are Euclidean on the regular lat/lon grid
+    with both axes scaled at the equator (1 degree = 111.2 km), so east-west distances away
+    from the equator are over-estimated by 1/cos(lat): the fill never reaches farther than
+    ``max_km`` (it reaches less far at high latitudes). Implemented with
+    :func:`scipy.ndimage.distance_transform_edt` (nearest-feature indices).
+
+    Parameters
+    ----------
+    cube
+        Dataset with 2-D ``(y, x)`` layers on a regular latitude/longitude grid (degrees).
+    variables
+        Layers to fill (others are returned unchanged).
+    max_km
+        Largest distance (km) a value is carried; 0 fills nothing.
+    where
+        Boolean (y, x) mask of the pixels that may be filled (default: every pixel).
+
+    Returns
+    -------
+    filled
+        A copy of ``cube`` with the gaps filled (computed, not lazy).
+    flag
+        ``gap_filled`` (y, x) uint8: 1 where any of ``variables`` was filled, else 0; its
+        ``filled_variables`` attribute lists the variables, ``max_km`` the distance.
+    """
+    from scipy import ndimage
+
+    if not (np.isfinite(max_km) and max_km >= 0):
+        raise DataError(f"max_km={max_km!r}", where="validation.gap_fill_km",
+                        fix="Give a distance in km >= 0 (0: no fill).")
+    ys, xs = cube["y"].values, cube["x"].values
+    dy = abs(float(ys[1] - ys[0])) if len(ys) > 1 else 1.0
+    dx = abs(float(xs[1] - xs[0])) if len(xs) > 1 else 1.0
+    sampling = (dy * KM_PER_DEGREE, dx * KM_PER_DEGREE)
+    allowed = (np.ones((len(ys), len(xs)), dtype=bool) if where is None
+               else np.asarray(where.transpose("y", "x").values, dtype=bool))
+    out = cube.copy()
+    flag = np.zeros((len(ys), len(xs)), dtype="uint8")
+    done = []
+    for v in variables:
+        da = cube[v].transpose("y", "x")
+        vals = np.asarray(da.values, dtype="float64")
+        valid = np.isfinite(vals)
+        gaps = ~valid & allowed
+        if not gaps.any() or not valid.any() or max_km == 0:
+            continue
+        dist, (iy, ix) = ndimage.distance_transform_edt(~valid, sampling=sampling,
+                                                        return_indices=True)
+        fill = gaps & (dist <= max_km)
+        if not fill.any():
+            continue
+        new = vals.copy()
+        new[fill] = vals[iy[fill], ix[fill]]
+        out[v] = da.copy(data=new.astype(da.dtype if da.dtype.kind == "f" else "float64"))
+        out[v].attrs = dict(da.attrs, gap_fill=f"nearest valid pixel within {max_km:g} km")
+        flag[fill] = 1
+        done.append(v)
+    flag_da = xr.DataArray(flag, dims=("y", "x"), coords={"y": cube["y"], "x": cube["x"]},
+                           name="gap_filled",
+                           attrs={"units": "1", "long_name": "1 where a predictor was filled "
+                                  "from the nearest valid pixel", "filled_variables": ",".join(done),
+                                  "max_km": float(max_km)})
+    return out, flag_da

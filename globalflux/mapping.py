@@ -25,6 +25,12 @@ progress=True, fingerprint=None, max_graph_tasks=100_000) -> Path``
     ``max_graph_tasks``. The store is then marked complete and consolidated.
     ``client`` is a ``distributed.Client`` or None (Dask's threaded scheduler).
 
+``map_cube(model, cube, *, mask=None, bbox=None, time=None, ...) -> Dataset``
+    The lazy map of a (packaged) model: forests through :func:`apply_to_cube`; an LSTM or LSTM
+    seed ensemble through ``map_lstm`` (daily cube, :func:`apply_lstm_to_cube` per member with
+    the state carried across time chunks, ``<target>_sd`` across members), written with
+    ``map_chains_to_store``.
+
 ``graph_tasks(obj) -> int``
     Number of tasks in the graph of a lazy xarray/dask object.
 
@@ -566,7 +572,9 @@ def map_cube(
     Parameters
     ----------
     model
-        A fitted forest, e.g. from :func:`globalflux.load_model` (its ``package_`` gives the
+        A fitted forest, LSTM or LSTM ensemble (the latter two are mapped by :func:`map_lstm`:
+        daily cube, state carried across time chunks, ``<target>_sd`` across ensemble
+        members), e.g. from :func:`globalflux.load_model` (its ``package_`` gives the
         inputs' units, the target's name and attributes and the area of applicability).
     cube
         Dataset with every input variable of the model (``(time, y, x)`` or ``(y, x)``), chunked
@@ -599,16 +607,15 @@ def map_cube(
         where not mapped) for zoned models, ``di`` (float32) and ``aoa`` (int8: 1 inside, 0
         outside, -1 not mapped). Nothing is computed.
     """
+    if _is_lstm(model):  # a daily sequence model: its own state-carrying path
+        return map_lstm(model, cube, mask=mask, bbox=bbox, time=time, uncertainty=uncertainty,
+                        check=check, name=name)
     pkg = _package_of(model)
     names = getattr(model, "feature_names_in_", None)
     if names is None:
         raise DataError("the model was fitted without feature names", where="map_cube",
                         fix="Fit it on a DataFrame whose columns are the cube's variable names.")
     features = [str(c) for c in names]
-    if pkg is not None and pkg.kind == "lstm":
-        raise DataError("map_cube maps forest packages; an LSTM package is mapped by the LSTM's "
-                        "own state-carrying path", where=str(pkg.path),
-                        fix="Use a zoned_forest or unified_forest package.")
     if check:
         check_inputs(pkg, cube, features)
     ds = subset_cube(cube, bbox=bbox, time=time)
@@ -1081,25 +1088,12 @@ def _lstm_spatial_chunks(ds: xr.Dataset, names: Sequence[str], dim: str) -> tupl
 
 
 
-_LSTM_MODULES: dict[tuple[str, str], Any] = {}
-
-
 def _lstm_module(weights: Any, device: str = "cpu") -> Any:
-    """The torch module of ``weights`` (evaluation mode) on ``device``, built once per process."""
-    import torch
+    """The torch module of ``weights`` (evaluation mode) on ``device``, built once per process
+    (shared with site prediction: :func:`globalflux.models.lstm.inference._module_for`)."""
+    from .models.lstm.inference import _module_for
 
-    from .models.lstm import EffluxLSTM
-
-    key = (weights.token, device)
-    mod = _LSTM_MODULES.get(key)
-    if mod is None:
-        mod = EffluxLSTM(weights.n_dynamic, weights.n_static, weights.hidden_size, 0.0)
-        mod.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.state.items()})
-        mod.eval().to(device)
-        if len(_LSTM_MODULES) >= 8:
-            _LSTM_MODULES.clear()
-        _LSTM_MODULES[key] = mod
-    return mod
+    return _module_for(weights, device)
 
 
 def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
@@ -1142,6 +1136,8 @@ def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
     """
     import torch
 
+    from .models.lstm.inference import model_inputs
+
     if torch_threads is not None and torch.get_num_threads() != int(torch_threads):
         torch.set_num_threads(int(torch_threads))
     T, ny, nx = np.shape(drivers[0])
@@ -1159,7 +1155,9 @@ def lstm_block(weights: Any, mask: np.ndarray, statics: Sequence[np.ndarray],
     for s in range(0, idx.size, int(batch_pixels)):
         sel = idx[s:s + int(batch_pixels)]
         dyn = np.stack([f[:, sel] for f in flat], axis=-1)  # (T, B, D)
-        zd = weights.scaler_dyn.transform(dyn)  # float32, missing -> training mean
+        # float32, missing -> training mean; then one 0/1 availability channel per masked
+        # driver (LSTMRegressor(masked_drivers=...)), exactly as in training
+        zd = model_inputs(weights.scaler_dyn, dyn, getattr(weights, "available", ()))
         zs = (weights.scaler_static.transform(stat[sel]) if weights.n_static
               else np.zeros((sel.size, 0), "float32"))
         z = np.empty((T, sel.size), "float32")
@@ -1273,6 +1271,9 @@ def apply_lstm_to_cube(
                             fix="Pass a (time, y, x) cube.")
     if check_daily:
         require_daily(ds)
+    if hasattr(model, "members_"):
+        raise ModelError("an LSTM ensemble has one map per member", where="apply_lstm_to_cube",
+                         fix="Map it with globalflux.mapping.map_lstm (mean and <target>_sd).")
     weights = model.weights() if isinstance(model, LSTMRegressor) else model
     if _is_lazy_model(weights):
         w = weights if hasattr(weights, "__dask_graph__") else dask.delayed(weights)
@@ -1316,10 +1317,9 @@ def apply_lstm_to_cube(
                             fix="Pass a (y, x) boolean mask on the cube's grid.")
         msk = prep(mask.astype(bool), ("y", "x"))
 
-    if device == "auto":
-        import torch
+    from .models.lstm.inference import resolve_device
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)  # "auto" -> cuda/cpu; an unavailable device fails here
     token = tokenize(w.key, [d.name for d in drv], [s.name for s in sta], msk.name, tch, dtype,
                      batch_pixels, torch_threads, device)
     out_name, step, state = f"{name}-lstm-{token}", f"lstm-step-{token}", f"lstm-state-{token}"
@@ -1344,6 +1344,125 @@ def apply_lstm_to_cube(
                               "across time chunks)", "lstm_time_chunk": int(time_chunk)})
     out.encoding["_FillValue"] = np.nan
     return out
+
+
+def _is_lstm(model: Any) -> bool:
+    pkg = _package_of(model)
+    if pkg is not None and pkg.kind == "lstm":
+        return True
+    return type(model).__name__ in ("LSTMRegressor", "LSTMEnsemble")
+
+
+def _time_chunk_of(ds: xr.Dataset, names: Sequence[str], default: int = 365) -> int:
+    """The cube's own time chunk (first chunked variable over time), else ``default``."""
+    for n in names:
+        v = ds[n]
+        if "time" in v.dims and v.chunks is not None:
+            return int(v.chunks[v.dims.index("time")][0])
+    return int(default)
+
+
+def map_lstm(
+    model: Any,
+    cube: xr.Dataset,
+    *,
+    mask: xr.DataArray | None = None,
+    bbox: Sequence[float] | None = None,
+    time: tuple[Any, Any] | None = None,
+    time_chunk: int | None = None,
+    uncertainty: bool = True,
+    check: bool = True,
+    name: str | None = None,
+    dtype: str = "float32",
+    batch_pixels: int = 4096,
+    torch_threads: int | None = 1,
+    device: str = "cpu",
+    drivers: Sequence[str] | None = None,
+    statics: Sequence[str] | None = None,
+) -> xr.Dataset:
+    """The daily map of a (packaged) LSTM or LSTM seed ensemble over a daily cube, lazily.
+
+    The one LSTM map path: :func:`map_cube` (hence ``globalflux map``) and the
+    ``efflux_daily_map`` workflow call this, then :func:`map_chains_to_store`. Each member runs
+    through :func:`apply_lstm_to_cube` (state carried across time chunks).
+
+    Parameters
+    ----------
+    model
+        A fitted :class:`~globalflux.models.lstm.LSTMRegressor` or
+        :class:`~globalflux.models.lstm.LSTMEnsemble`, e.g. from :func:`globalflux.load_model`
+        (its ``package_`` gives the inputs' units and the target's name and attributes).
+    cube
+        Daily cube holding the model's drivers (``(time, y, x)`` or ``(time,)``) and statics
+        (``(y, x)``) under the model's names, with a CRS.
+    mask, bbox, time, check, name
+        As in :func:`map_cube` (``check`` also refuses a time axis that is not daily).
+    time_chunk
+        Days per task and per output chunk; default the cube's own time chunk (365 for an
+        unchunked cube). It never changes a value.
+    uncertainty
+        For an ensemble, add ``<target>_sd``: the standard deviation across members
+        (``ddof=1``), named like the forests' spread across trees.
+    dtype, batch_pixels, torch_threads, device
+        See :func:`apply_lstm_to_cube`.
+    drivers, statics
+        Cube variable names to use for the model's drivers and statics, in the model's order
+        (default: the model's own names).
+
+    Returns
+    -------
+    xr.Dataset
+        ``<target>`` (the ensemble mean for an ensemble) and, for an ensemble with
+        ``uncertainty``, ``<target>_sd``; ``(time, y, x)``, NaN where not mapped. Nothing is
+        computed.
+    """
+    pkg = _package_of(model)
+    members = list(getattr(model, "members_", None) or [model])
+    base = members[0]
+    drivers = [str(v) for v in (base.drivers if drivers is None else drivers)]
+    statics = [str(v) for v in (base.statics if statics is None else statics)]
+    if check:
+        check_inputs(pkg, cube, drivers + statics)
+        require_daily(cube, where="cube")
+    ds = subset_cube(cube, bbox=bbox, time=time)
+    if mask is None and "land_mask" in ds:
+        mask = ds["land_mask"].astype(bool)
+    elif mask is not None:
+        mask = subset_cube(mask.to_dataset(name="mask"), bbox=bbox)["mask"].astype(bool)
+    target = dict(pkg.target) if pkg is not None else {}
+    tname = str(name or target.get("name") or base.target)
+    units = target.get("units") or "1"
+    tc = int(time_chunk) if time_chunk else _time_chunk_of(ds, drivers + statics)
+    maps = [apply_lstm_to_cube(m, ds, drivers, statics, mask=mask, time_chunk=tc, dtype=dtype,
+                               batch_pixels=batch_pixels, torch_threads=torch_threads,
+                               check_daily=False, device=device, name=tname)
+            for m in members]
+    attrs = {k: v for k, v in target.items() if k in ("units", "standard_name", "long_name")
+             and v}
+    attrs.setdefault("long_name", f"{tname} (LSTM)")
+    attrs.update(cell_methods="time: mean (daily)", lstm_time_chunk=tc)
+    out: dict[str, xr.DataArray] = {}
+    if len(maps) == 1:
+        out[tname] = maps[0].assign_attrs(attrs)
+    else:
+        stack = xr.concat(maps, dim="member")
+        out[tname] = stack.mean("member", skipna=False).astype(dtype).rename(tname).assign_attrs(
+            {**attrs, "long_name": f"{attrs['long_name']}, mean of {len(maps)} seed-ensemble "
+             "members"})
+        if uncertainty:
+            sd = f"{tname}_sd"
+            out[sd] = stack.std("member", ddof=1, skipna=False).astype(dtype).rename(
+                sd).assign_attrs(units=units, long_name=f"standard deviation of {tname} across "
+                                 f"the {len(maps)} members of the LSTM seed ensemble",
+                                 cell_methods="time: mean (daily)", lstm_time_chunk=tc)
+    for v in out.values():
+        v.encoding["_FillValue"] = np.float32(np.nan)
+    result = xr.Dataset(out)
+    result.attrs["lstm_members"] = len(maps)
+    if pkg is not None:
+        result.attrs.update(model_sha256=pkg.checksum, model_kind=pkg.kind,
+                            model_package=str(pkg.path.name))
+    return result
 
 
 def map_chains_to_store(
@@ -1446,4 +1565,4 @@ def map_chains_to_store(
     return path
 
 
-__all__ += ["map_chains_to_store"]
+__all__ += ["map_chains_to_store", "map_lstm"]

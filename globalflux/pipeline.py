@@ -39,6 +39,7 @@ _SECTION_TYPES = {
     "report": "ReportConfig",
     "daily_world": "DailyWorldConfig",
     "efflux_map": "EffluxMapConfig",
+    "validation": "ValidationConfig",
 }
 
 

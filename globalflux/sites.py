@@ -68,6 +68,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -701,3 +702,131 @@ def annual_stats(long: pd.DataFrame, *, sum_variables: Iterable[str] = ()) -> pd
     out = wide[keep]
     order = sorted(keep, key=lambda c: (c.rsplit("_", 1)[0], ["mean", "max", "min", "sum", "count"].index(c.rsplit("_", 1)[1])))
     return out[order].reset_index()
+
+
+# --------------------------------------------------------------------------------------------
+# SRDB annual records: quality control with counts
+# --------------------------------------------------------------------------------------------
+#: SRDB ``Partition_method`` values that measure the heterotrophic flux in the field: root
+#: exclusion or trenching, root extraction, comparison of rooted and root-free plots,
+#: subtraction of separately measured root respiration, isotopes, gap/clear-cut/clip plots,
+#: deep collars, girdling. Not in the list (so dropped by default): ``Model``, ``Regression``,
+#: ``TBCA`` (mass balance), ``Incubation`` (laboratory), ``Other`` and records without a method
+#: (token ``unknown``).
+SRDB_MEASURED_PARTITIONS = ("Exclusion", "Trench", "Extraction", "Comparison", "Subtraction",
+                            "Isotope", "Gap/clear cut/clip", "DeepPVC", "Girdling")
+#: SRDB QC steps in the order :func:`srdb_quality_control` applies them.
+SRDB_QC_STEPS = ("exact_duplicate", "rh_above_rs", "rh_rs_ratio", "partition_method",
+                 "location_year_average")
+
+
+@dataclass(frozen=True)
+class SrdbQCRules:
+    """Switches and thresholds of :func:`srdb_quality_control` (recipe keys ``sites.srdb_*``).
+
+    Attributes
+    ----------
+    drop_duplicates
+        Drop exact duplicates: the same site, first and last year and ``Rh_annual`` value (the
+        same measurement entered twice, e.g. from two papers); the first record is kept.
+    drop_rh_above_rs
+        Drop records whose ``Rh_annual`` exceeds their ``Rs_annual`` (impossible: RH is a part
+        of RS).
+    max_rh_rs
+        Drop records with ``Rh_annual / Rs_annual`` above this ratio (typical trenching
+        artefacts: decomposing severed roots, no root-free control); None keeps all. Applied
+        after ``drop_rh_above_rs``, so it counts only ratios in (max_rh_rs, 1].
+    partition_methods
+        ``Partition_method`` values to keep; ``"unknown"`` keeps records without one; empty
+        keeps every record.
+    average_location_year
+        Average ``Rh_annual`` (and ``Rs_annual``) of the records of one location and calendar
+        year span into one record (needs a ``location_id`` column).
+    """
+
+    drop_duplicates: bool = True
+    drop_rh_above_rs: bool = True
+    max_rh_rs: float | None = 0.9
+    partition_methods: tuple[str, ...] = SRDB_MEASURED_PARTITIONS
+    average_location_year: bool = False
+
+
+def srdb_quality_control(records: pd.DataFrame, rules: SrdbQCRules = SrdbQCRules()
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Apply the SRDB QC steps in order and count what each one drops.
+
+    Parameters
+    ----------
+    records
+        SRDB records (:func:`globalflux.io.srdb.read_srdb`): ``site_id, year_start, year_end,
+        Rh_annual, Rs_annual, Partition_method``; ``location_id`` for the location-year average.
+    rules
+        Which steps run (see :class:`SrdbQCRules`).
+
+    Returns
+    -------
+    kept
+        The records that pass (index reset).
+    counts
+        One row per step: ``step, rule, n_before, n_removed, n_after`` (``n_removed`` 0 and rule
+        ``off`` for a step that did not run; for the average, the records merged away).
+    """
+    need = ["site_id", "year_start", "year_end", "Rh_annual", "Rs_annual", "Partition_method"]
+    missing = [c for c in need if c not in records.columns]
+    if missing:
+        raise DataError(f"SRDB records lack column(s) {missing}", where="srdb_quality_control",
+                        fix="Pass the records of globalflux.io.srdb.read_srdb.")
+    if rules.max_rh_rs is not None and not (np.isfinite(rules.max_rh_rs) and rules.max_rh_rs > 0):
+        raise DataError(f"max_rh_rs={rules.max_rh_rs!r}", where="sites.srdb_max_rh_rs",
+                        fix="Give a positive ratio such as 0.9, or null to keep every ratio.")
+    rec = records.reset_index(drop=True)
+    counts: list[dict[str, Any]] = []
+
+    def step(name: str, rule: str, drop: np.ndarray | None) -> None:
+        nonlocal rec
+        n0 = len(rec)
+        if drop is not None:
+            rec = rec.loc[~np.asarray(drop, dtype=bool)].reset_index(drop=True)
+        counts.append({"step": name, "rule": rule if drop is not None else "off",
+                       "n_before": n0, "n_removed": n0 - len(rec), "n_after": len(rec)})
+
+    step("exact_duplicate", "same site, years and Rh_annual",
+         rec.duplicated(["site_id", "year_start", "year_end", "Rh_annual"]).to_numpy()
+         if rules.drop_duplicates else None)
+    rh = pd.to_numeric(rec["Rh_annual"], errors="coerce").to_numpy(dtype="float64")
+    rs = pd.to_numeric(rec["Rs_annual"], errors="coerce").to_numpy(dtype="float64")
+    step("rh_above_rs", "Rh_annual > Rs_annual",
+         (np.isfinite(rs) & (rh > rs)) if rules.drop_rh_above_rs else None)
+    if rules.max_rh_rs is not None:
+        rh = pd.to_numeric(rec["Rh_annual"], errors="coerce").to_numpy(dtype="float64")
+        rs = pd.to_numeric(rec["Rs_annual"], errors="coerce").to_numpy(dtype="float64")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = rh / rs
+        step("rh_rs_ratio", f"Rh_annual / Rs_annual > {rules.max_rh_rs:g}",
+             np.isfinite(ratio) & (rs > 0) & (ratio > rules.max_rh_rs))
+    else:
+        step("rh_rs_ratio", "", None)
+    if rules.partition_methods:
+        keep = {str(m).strip().lower() for m in rules.partition_methods}
+        pm = rec["Partition_method"].astype("object").where(rec["Partition_method"].notna(), "")
+        pm = pm.astype(str).str.strip().str.lower().replace("", "unknown")
+        step("partition_method", "Partition_method not in " + ", ".join(rules.partition_methods),
+             ~pm.isin(keep).to_numpy())
+    else:
+        step("partition_method", "", None)
+    if rules.average_location_year:
+        if "location_id" not in rec.columns:
+            raise DataError("no location_id column", where="sites.srdb_average_location_year",
+                            fix="Add location ids (globalflux.validation.location_groups) first.")
+        n0 = len(rec)
+        keys = ["location_id", "year_start", "year_end"]
+        num = {c: "mean" for c in ("Rh_annual", "Rs_annual")}
+        first = {c: "first" for c in rec.columns if c not in keys and c not in num}
+        rec = (rec.groupby(keys, sort=False, dropna=False).agg({**num, **first})
+               .reset_index()[list(records.columns)])
+        counts.append({"step": "location_year_average", "rule": "mean per location and years",
+                       "n_before": n0, "n_removed": n0 - len(rec), "n_after": len(rec)})
+    else:
+        counts.append({"step": "location_year_average", "rule": "off", "n_before": len(rec),
+                       "n_removed": 0, "n_after": len(rec)})
+    return rec, pd.DataFrame(counts, columns=["step", "rule", "n_before", "n_removed", "n_after"])

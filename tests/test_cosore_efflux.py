@@ -57,6 +57,19 @@ def test_small_real_run_writes_the_protocol_outputs(small_run):
         assert (out / "figures" / f).stat().st_size > 1000
     meta = json.loads((out / "models" / "lstm" / "config.json").read_text())
     assert meta["epoch"] == 2 and meta["config"]["hidden_size"] == 128
+    # the trained LSTM as a model package that loads back (verified) and predicts the same
+    from globalflux import load_model
+
+    pkg = json.loads((out / "model" / "model.json").read_text())
+    assert pkg["kind"] == "lstm" and pkg["time_step"] == "daily" and pkg["synthetic"] is False
+    assert {"Ts", "SWC"} <= {i["name"] for i in pkg["inputs"]}
+    assert pkg["validation"]["temporal"]["sites"] == 2
+    assert load_model(out / "model").package_.kind == "lstm"
+    for p in out.rglob("*"):  # no pickle anywhere in the run folder
+        if p.is_file():
+            head = p.read_bytes()[:2]
+            assert p.suffix not in (".joblib", ".pkl", ".pickle"), p
+            assert not (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")), p
 
 
 def test_checkpoint_from_another_configuration_exit_2(small_run, tmp_path, shared_data, repo_root,

@@ -77,11 +77,17 @@ def test_real_run_reduced(shared_data, tmp_path):
                  "--set", "forest.n_estimators=10", "--set", "forest.selection_n_estimators=5",
                  "--set", "forest.inner_folds=3"])
     assert code == 0
+    schemes = pd.read_csv(out / "metrics" / "validation_schemes.csv")
+    assert set(schemes["scheme"]) == {"record_kfold", "loso", "lolo"}
+    assert set(schemes["model"]) == {"zoned", "unified", "zone_choice", "zone_feature"}
+    assert list(schemes.columns) == ["scheme", "model", "predictors", "n", "n_groups", "r2",
+                                     "rmse", "bias"]
     skill = pd.read_csv(out / "metrics" / "skill.csv")
     overall = skill[skill["by"] == "all"].set_index("model")
     assert set(overall.index) == {"zoned", "unified"}
     assert overall.loc["zoned", "n_sites"] >= 7 and np.isfinite(overall["rmse"]).all()
     report = (out / "report.md").read_text()
+    assert "Validation: three schemes (headline: lolo)" in report
     assert "Few locations" in report and "| model | n | n_sites | r2 | rmse | bias |" in report
     pred = pd.read_csv(out / "metrics" / "pred_zoned.csv")
     # folds hold out whole locations: the two ZHANG plots share coordinates and a fold

@@ -226,7 +226,15 @@ def test_daily_interpolate_is_linear_between_period_centres():
 def test_sin_doy():
     t = pd.DatetimeIndex(["2021-01-01", "2021-07-02", "2020-12-31"])
     s = sin_doy(t)
-    np.testing.assert_allclose(s.values, np.sin(2 * np.pi * np.array([1 / 365, 183 / 365, 366 / 366])), atol=1e-6)
+    doy = np.array([1, 183, 366])
+    np.testing.assert_allclose(s.values, np.sin(2 * np.pi * (doy - 1) / 365.25), atol=1e-6)
+    assert s.values[0] == 0.0  # 1 January is angle 0 in every year
+    # the one day-of-year encoding: the LSTM's doy_sin/doy_cos are its sine and cosine
+    from globalflux.models.lstm import add_doy_features
+
+    ds = add_doy_features(xr.Dataset(coords={"time": pd.date_range("2019-12-25", "2021-01-05")}))
+    np.testing.assert_array_equal(ds["doy_sin"].values, sin_doy(ds["time"].values).values)
+    np.testing.assert_allclose(ds["doy_sin"] ** 2 + ds["doy_cos"] ** 2, 1.0, rtol=1e-6)
 
 
 def test_annual_stats_never_see_fill_or_qc_masked_values():

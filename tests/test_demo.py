@@ -228,3 +228,16 @@ def test_stac_collection_describes_the_cogs(demo):
     assert collection.extra_fields.get("globalflux:synthetic") is True
     href = Path(items[0].assets[next(iter(items[0].assets))].get_absolute_href())
     assert href.is_file() and href.parent == (demo / "maps" / "cog").resolve()
+
+
+def test_demo_reports_the_three_validation_schemes(demo):
+    schemes = pd.read_csv(demo / "metrics" / "validation_schemes.csv")
+    assert list(schemes.columns) == ["scheme", "model", "predictors", "n", "n_groups", "r2",
+                                     "rmse", "bias"]
+    assert set(schemes["scheme"]) == {"record_kfold", "loso", "lolo"}
+    assert set(schemes["model"]) == {"zoned", "unified", "zone_choice"}
+    loso = pd.read_csv(demo / "metrics" / "loso_scores.csv")
+    zoned = loso[(loso["grouping"] == "all") & (loso["model"] == "zoned")]["r2"].item()
+    row = schemes[(schemes["scheme"] == "loso") & (schemes["model"] == "zoned")]["r2"].item()
+    assert row == pytest.approx(zoned)  # the LOSO table comes from the same fits
+    assert "Validation schemes" in (demo / "report.md").read_text()

@@ -221,7 +221,8 @@ def small_run(tmp_path_factory) -> Path:
 
 def test_reduced_run_writes_a_daily_map_with_units_crs_and_provenance(small_run):
     out = small_run
-    for rel in ("recipe.yaml", "log.txt", "report.md", "model/weights.pt", "model/config.json",
+    for rel in ("recipe.yaml", "log.txt", "report.md", "model/model.json",
+                "model/lstm_weights.pt", "models/lstm/weights.pt",
                 "maps/drivers.zarr", "maps/efflux.zarr", "maps/stac/collection.json",
                 "metrics/map_vs_truth.csv", "metrics/lstm_sites.csv", "metrics/lstm_summary.csv",
                 "metrics/timings.csv", "figures/efflux_truth_vs_map.png"):
@@ -231,7 +232,8 @@ def test_reduced_run_writes_a_daily_map_with_units_crs_and_provenance(small_run)
     assert eff.dims == ("time", "y", "x") and eff.sizes == {"time": 366, "y": 32, "x": 32}
     t = pd.DatetimeIndex(ds["time"].values)
     assert (np.diff(t.values).astype("timedelta64[D]").astype(int) == 1).all()  # daily axis
-    assert eff.attrs["units"] == "g C m-2 d-1" and eff.attrs["standard_name"]
+    # CF units in the store ("g C m-2 d-1" is written as "g m-2 d-1", as carbon in long_name)
+    assert eff.attrs["units"] == "g m-2 d-1" and eff.attrs["standard_name"]
     assert ds.attrs["synthetic"] == "true" and "model_sha256" in ds.attrs
     assert "spatial_ref" in ds.coords and "4326" in ds["spatial_ref"].attrs["crs_wkt"]
     land = ds["land_mask"].values.astype(bool)
@@ -246,11 +248,148 @@ def test_reduced_run_writes_a_daily_map_with_units_crs_and_provenance(small_run)
     from globalflux.io.catalog import load_items
 
     assert len(load_items(out / "maps" / "stac" / "collection.json")) == 12
-    # the model is the estimator's checkpoint: weights loaded without unpickling
+    # the model is a verified package: weights loaded without unpickling
+    from globalflux import load_model
     from globalflux.models.lstm import LSTMRegressor
 
-    m = LSTMRegressor.load(out / "model")
+    m = load_model(out / "model")
+    assert isinstance(m, LSTMRegressor)
     assert list(m.drivers) == ["lst", "sm", "precip", "lai", "sin_doy"]
+
+
+def test_reduced_run_writes_a_verified_lstm_package_and_no_pickle(small_run):
+    from globalflux.io.model_package import read_package
+    from tests.test_model_package import _is_pickle
+
+    pkg = read_package(small_run / "model")
+    man = pkg.manifest
+    assert man["kind"] == "lstm" and man["time_step"] == "daily" and man["synthetic"] is True
+    assert man["target"]["name"] == "efflux" and man["target"]["units"] == "g C m-2 d-1"
+    assert man["target"]["standard_name"]
+    inputs = {e["name"]: e for e in man["inputs"]}
+    assert list(inputs) == ["lst", "sm", "precip", "lai", "sin_doy", "soc"]
+    assert inputs["lst"]["units"] == "degC" and inputs["lst"]["role"] == "driver"
+    assert inputs["soc"]["role"] == "static" and inputs["soc"]["units"] == "t ha-1"
+    lst = xr.open_zarr(small_run / "maps" / "drivers.zarr")["lst"]
+    assert float(lst.min()) <= inputs["lst"]["min"] < inputs["lst"]["max"] <= float(lst.max())
+    assert set(man["validation"]) >= {"scheme", "temporal", "holdout"}
+    summ = pd.read_csv(small_run / "metrics" / "lstm_summary.csv").set_index("split")
+    assert man["validation"]["temporal"]["median_nse"] == pytest.approx(summ.loc["temporal", "nse"])
+    assert len(man["training"]["sha256"]) == 64 and man["training"]["n_sites"] == 8
+    assert "workflow: efflux_daily_map" in man["recipe"]
+    assert set(man["payloads"]) == {"lstm_weights.pt"}
+    # the map records the package it was made with
+    store = xr.open_zarr(small_run / "maps" / "efflux.zarr")
+    assert store.attrs["model_sha256"] == pkg.checksum and store.attrs["model_kind"] == "lstm"
+    # no pickle anywhere in the run folder (torch weights are zip archives of tensors)
+    files = [p for p in small_run.rglob("*") if p.is_file()]
+    bad = [p for p in files if p.suffix in (".pkl", ".pickle", ".joblib", ".pk")
+           or _is_pickle(p.read_bytes()[:4096] + p.read_bytes()[-8:])]
+    assert not bad, bad
+
+
+def _plain(ds: xr.Dataset) -> xr.Dataset:
+    ds = ds.load()
+    for v in ds.variables:
+        ds[v].encoding = {}
+    return ds
+
+
+def _two_year_cube(small_run, tmp_path):
+    """The run's own 2020 driver cube followed by 2021 of the same synthetic world (same seed
+    and grid: the land, zones and statics are the same; new weather), written as Zarr."""
+    from globalflux.io.store import write_dataset
+    from globalflux.pipeline import validate
+    from globalflux.testing.daily import DAILY_DRIVERS, make_daily_world
+
+    cfg = validate(RECIPE, SMALL).daily_world
+    run = _plain(xr.open_zarr(small_run / "maps" / "drivers.zarr"))
+    nxt = make_daily_world(cfg, year=cfg.year + 1).cube
+    np.testing.assert_array_equal(nxt["land_mask"].values, run["land_mask"].values)
+    np.testing.assert_array_equal(nxt["soc"].values, run["soc"].values)
+    names = list(DAILY_DRIVERS)
+    dyn = xr.concat([run[names], nxt[names].assign_coords(y=run["y"], x=run["x"])], dim="time",
+                    data_vars="all", coords="minimal", compat="override", join="override")
+    cube = run.drop_dims("time").merge(dyn.drop_vars("spatial_ref", errors="ignore"))
+    for v in names:
+        cube[v].attrs = dict(run[v].attrs)
+    write_dataset(cube.chunk({"time": 100, "y": 16, "x": 32}), tmp_path / "two_years.zarr")
+    return tmp_path / "two_years.zarr"
+
+
+def test_globalflux_map_of_the_package_reproduces_the_workflow_map_and_a_new_year(
+        small_run, tmp_path, capsys):
+    """`globalflux map E/model CUBE` over the next year of the synthetic driver cube (the
+    run's year followed by a new one): the run's year equals the workflow's own map value for
+    value (the state starts at zero on the cube's first day in both); the new year is mapped
+    on every land pixel. A bbox/time subset (globalflux.map_cube) is the same subset."""
+    cube = _two_year_cube(small_run, tmp_path)
+    out = tmp_path / "m.zarr"
+    code = main(["map", str(small_run / "model"), str(cube), "--out", str(out)])
+    assert code == 0, capsys.readouterr()
+    own = xr.open_zarr(small_run / "maps" / "efflux.zarr")
+    got = xr.open_zarr(out)
+    assert got["efflux"].sizes == {"time": 366 + 365, "y": 32, "x": 32}
+    assert got.attrs["model_sha256"] == own.attrs["model_sha256"]
+    assert got["efflux"].attrs["units"] == own["efflux"].attrs["units"] and "efflux_sd" not in got
+    first = got["efflux"].sel(time=slice("2020-01-01", "2020-12-31")).values
+    np.testing.assert_array_equal(first, own["efflux"].values)
+    land = own["land_mask"].values.astype(bool)
+    new = got["efflux"].sel(time="2021").values
+    assert np.isfinite(new[:, land]).all() and np.isnan(new[:, ~land]).all()
+    assert not np.allclose(new[:365], first[:365], equal_nan=True)  # new weather, new values
+    # a sub-region and an earlier end (bbox, time) through the Python API: the same subset
+    import globalflux
+
+    x, y = own["x"].values, own["y"].values
+    part = globalflux.map_cube(globalflux.load_model(small_run / "model"), xr.open_zarr(cube),
+                               bbox=(x[5], y[20], x[20], y[4]),
+                               time=(pd.Timestamp("2020-01-01"), pd.Timestamp("2021-03-31")))
+    part = part["efflux"].compute(scheduler="threads")
+    assert (part.sizes["time"], part.sizes["y"], part.sizes["x"]) == (366 + 90, 17, 16)
+    np.testing.assert_array_equal(
+        part.values, got["efflux"].sel(y=part["y"], x=part["x"], time=part["time"]).values)
+
+
+def test_map_cube_of_an_lstm_package_is_lazy_and_checks_its_inputs(small_run, tmp_path, capsys):
+    import globalflux
+    from globalflux.errors import GridError
+    from globalflux.io.store import write_dataset
+
+    model = globalflux.load_model(small_run / "model")
+    cube = xr.open_zarr(small_run / "maps" / "drivers.zarr")
+    with dask.config.set(scheduler=_raise_if_computed):
+        ds = globalflux.map_cube(model, cube)
+    assert list(ds.data_vars) == ["efflux"] and ds["efflux"].chunks is not None
+    assert ds["efflux"].chunks[0][0] == cube["lst"].chunks[0][0]  # the cube's own time chunk
+    assert ds.attrs["model_kind"] == "lstm"
+    # missing driver, other units, no CRS: named
+    with pytest.raises(DataError, match=r"cube variable lai: cube lacks the model's input"):
+        globalflux.map_cube(model, cube.drop_vars("lai"))
+    k = cube.copy()
+    k["lst"] = k["lst"].assign_attrs(units="K")
+    with pytest.raises(DataError, match="cube variable lst: has units 'K', the model was "
+                       "trained on 'degC'"):
+        globalflux.map_cube(model, k)
+    nocrs = cube.drop_vars("spatial_ref")
+    for v in nocrs.data_vars:
+        nocrs[v].attrs.pop("grid_mapping", None)
+        nocrs[v].encoding.pop("grid_mapping", None)
+    with pytest.raises(GridError, match="no CRS"):
+        globalflux.map_cube(model, nocrs)
+    # the CLI: a cube whose time step is not daily exits 2 naming the cube, writes nothing
+    write_dataset(_plain(cube.isel(time=slice(0, None, 7))), tmp_path / "weekly.zarr")
+    out = tmp_path / "w.zarr"
+    assert main(["map", str(small_run / "model"), str(tmp_path / "weekly.zarr"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cube {tmp_path / 'weekly.zarr'}" in err and "time step is not daily: 7 days" in err
+    assert not out.exists()
+    write_dataset(_plain(cube.drop_vars("lai")), tmp_path / "nolai.zarr")
+    assert main(["map", str(small_run / "model"), str(tmp_path / "nolai.zarr"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cube variable lai" in err and not out.exists()
 
 
 def test_reduced_run_scores_map_and_sites(small_run):
@@ -363,7 +502,12 @@ def test_stac_daily_cube_and_cosore_sites_train_and_map(tmp_path, capsys):
     assert ds.attrs["synthetic"] == "false" and "spatial_ref" in ds.coords
     assert np.isnan(ds["efflux"].values[:, 0, 0]).all()  # LST fill everywhere there: not mapped
     assert np.isfinite(ds["efflux"].values[:, 3, 4]).all()
-    assert (out / "model" / "weights.pt").is_file() and (out / "maps" / "stac").is_dir()
+    assert (out / "model" / "model.json").is_file() and (out / "maps" / "stac").is_dir()
+    from globalflux.io.model_package import read_package
+
+    pkg = read_package(out / "model")
+    assert pkg.manifest["synthetic"] is False and pkg.manifest["kind"] == "lstm"
+    assert ds.attrs["model_sha256"] == pkg.checksum
     assert not (out / "metrics" / "map_vs_truth.csv").exists()  # no answer key for real inputs
     assert "SYNTHETIC" not in (out / "report.md").read_text()
 
@@ -386,9 +530,10 @@ def test_map_cube_of_a_subregion_reproduces_the_map_with_daily_cogs(small_run, t
     full = xr.open_zarr(small_run / "maps" / "efflux.zarr")
     part = xr.open_zarr(out / "maps" / "efflux.zarr")
     # seeded training: the same weights (the files differ: torch.save writes a serialization id)
-    from globalflux.models.lstm import LSTMRegressor
 
-    tok = [LSTMRegressor.load(p / "model").weights().token for p in (small_run, out)]
+    from globalflux import load_model
+
+    tok = [load_model(p / "model").weights().token for p in (small_run, out)]
     assert tok[0] == tok[1]
     assert part["efflux"].sizes == {"time": 366, "y": 16, "x": 22}
     same = full["efflux"].sel(y=part["y"], x=part["x"]).values
@@ -409,3 +554,29 @@ def test_resume_of_a_finished_run_recomputes_nothing(small_run, tmp_path):
     assert "efflux.zarr is complete; nothing to do" in log
     np.testing.assert_array_equal(xr.open_zarr(out / "maps" / "efflux.zarr")["efflux"].values,
                                   before)
+
+
+@pytest.mark.slow
+def test_ensemble_run_maps_the_spread_and_globalflux_map_reproduces_it(tmp_path, capsys):
+    """lstm.ensemble=2: the package holds both members; the map gets efflux_sd (the spread
+    across members, named like the forests' rh_sd); `globalflux map` gives both layers value
+    for value."""
+    out = tmp_path / "ens"
+    assert run_efflux(out, SMALL + ["lstm.ensemble=2"]) == 0
+    from globalflux.io.model_package import read_package
+
+    pkg = read_package(out / "model")
+    assert pkg.manifest["lstm"]["members"] == 2 and len(pkg.manifest["payloads"]) == 2
+    own = xr.open_zarr(out / "maps" / "efflux.zarr")
+    land = own["land_mask"].values.astype(bool)
+    sd = own["efflux_sd"].values
+    assert np.isfinite(sd[:, land]).all() and (sd[:, land] > 0).mean() > 0.99
+    assert np.isnan(sd[:, ~land]).all()
+    assert (out / "models" / "lstm_member1").is_dir()
+    capsys.readouterr()
+    got = tmp_path / "m.zarr"
+    assert main(["map", str(out / "model"), str(out / "maps" / "drivers.zarr"),
+                 "--out", str(got)]) == 0
+    m = xr.open_zarr(got)
+    np.testing.assert_array_equal(m["efflux"].values, own["efflux"].values)
+    np.testing.assert_array_equal(m["efflux_sd"].values, sd)

@@ -1,4 +1,5 @@
-"""scikit-learn's estimator checks for ZoneClassifier, ZonedForestRegressor, UnifiedForestRegressor.
+"""scikit-learn's estimator checks for ZoneClassifier and the forests (zoned, unified, zone
+choice, zone as feature).
 
 Expected failures (each with its reason; sklearn reports them as xfail):
 
@@ -17,7 +18,12 @@ from __future__ import annotations
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from globalflux.models.forest import UnifiedForestRegressor, ZonedForestRegressor
+from globalflux.models.forest import (
+    UnifiedForestRegressor,
+    ZoneChoiceForestRegressor,
+    ZonedForestRegressor,
+    ZoneFeatureForestRegressor,
+)
 from globalflux.zones import ZoneClassifier
 
 EXPECTED = {
@@ -31,6 +37,9 @@ EXPECTED = {
         "every column and here every column is a zone factor, which must be finite.",
     },
 }
+# the zone-aware forests share the zoned forest's zone factors (same reason)
+EXPECTED["ZoneChoiceForestRegressor"] = EXPECTED["ZonedForestRegressor"]
+EXPECTED["ZoneFeatureForestRegressor"] = EXPECTED["ZonedForestRegressor"]
 
 
 def _expected(est):
@@ -46,6 +55,10 @@ def _expected(est):
         ZonedForestRegressor(zone_classifier=ZoneClassifier(n_zones=2, n_particles=5, n_iter=3),
                              n_estimators=10, inner_cv=3),
         UnifiedForestRegressor(n_estimators=10, inner_cv=3),
+        ZoneChoiceForestRegressor(zone_classifier=ZoneClassifier(n_zones=2, n_particles=5, n_iter=3),
+                                  n_estimators=10, inner_cv=3, min_zone_sites=2, choice_cv=2),
+        ZoneFeatureForestRegressor(zone_classifier=ZoneClassifier(n_zones=2, n_particles=5, n_iter=3),
+                                   n_estimators=10, inner_cv=3),
     ],
     expected_failed_checks=_expected,
 )

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from globalflux.errors import DataError, ModelError
+from globalflux.mapping import apply_lstm_to_cube
 from globalflux.models.lstm import LSTMEnsemble, LSTMRegressor, predict_cube
 from globalflux.models.lstm.inference import model_inputs
 
@@ -101,9 +102,20 @@ def test_masked_driver_in_cube_equals_site_prediction():
     ds = xr.Dataset({"Ts": (("time", "y", "x"), X[..., 0].T[:, None, :]),
                      "SWC": (("time", "y", "x"), X[..., 1].T[:, None, :]),
                      "base": (("y", "x"), s[None, :, 0]), "elev": (("y", "x"), s[None, :, 1])})
-    cube = predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=25).compute()
+    # the one map path feeds the availability channel (lstm_block -> model_inputs)
+    cube = apply_lstm_to_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=25,
+                              check_daily=False).compute()
     np.testing.assert_allclose(cube.values[:, 0, :].T, m.predict(X, static=s), rtol=2e-5,
                                atol=1e-6)
+    assert np.isfinite(cube.values[40:, 0, 1]).all()  # SWC missing there: still mapped
+    # without the channel the network would not even take the inputs
+    from globalflux.mapping import lstm_block
+
+    w = m.weights()
+    assert w.available == (1,)
+    y0, _ = lstm_block(w, np.ones((1, 3), bool), [s[None, :, 0], s[None, :, 1]], None,
+                       X[..., 0].T[:, None, :], X[..., 1].T[:, None, :])
+    np.testing.assert_array_equal(y0, cube.values)
 
 
 def test_ensemble_mean_spread_and_package():
@@ -129,10 +141,10 @@ def test_ensemble_mean_spread_and_package():
                      "SWC": (("time", "y", "x"), X[..., 1].T[:, None, :]),
                      "base": (("y", "x"), s[None, :, 0]), "elev": (("y", "x"), s[None, :, 1])})
     maps = ens.predict_cube(ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=30)
-    assert set(maps.data_vars) == {"Rs", "Rs_spread"}
+    assert set(maps.data_vars) == {"Rs", "Rs_sd"}
     assert maps["Rs"].chunks is not None
     np.testing.assert_allclose(maps["Rs"].values[:, 0, :].T, mean, rtol=2e-5, atol=1e-6)
-    np.testing.assert_allclose(maps["Rs_spread"].values[:, 0, :].T, std, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(maps["Rs_sd"].values[:, 0, :].T, std, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, True])
@@ -169,12 +181,18 @@ def test_predict_cube_device_auto_and_missing_cuda():
     ds = xr.Dataset({"Ts": (("time", "y", "x"), X[..., 0].T[:, None, :]),
                      "SWC": (("time", "y", "x"), X[..., 1].T[:, None, :]),
                      "base": (("y", "x"), s[None, :, 0]), "elev": (("y", "x"), s[None, :, 1])})
-    cpu = predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=20).values
-    auto = predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=20, device="auto").values
+    kw = dict(time_chunk=20, check_daily=False)
+    cpu = apply_lstm_to_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], **kw).values
+    auto = apply_lstm_to_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], device="auto", **kw).values
     np.testing.assert_allclose(auto, cpu, rtol=1e-4, atol=1e-5)  # TF32 on a GPU: close, not equal
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="device 'cuda' requested"):
-            predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], device="cuda")
+            apply_lstm_to_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], device="cuda",
+                               check_daily=False)
+    # the deprecated predict_cube is the same path
+    with pytest.deprecated_call():
+        old = predict_cube(m, ds, ["Ts", "SWC"], ["base", "elev"], time_chunk=20)
+    np.testing.assert_array_equal(old.values, cpu)
 
 
 def test_column_constant_in_training_maps_to_zero():
@@ -184,3 +202,47 @@ def test_column_constant_in_training_maps_to_zero():
     z = sc.transform(np.array([[1.0, 2.0], [0.0, np.nan]]))
     assert z[0, 0] == 0.0 and z[1, 0] == 0.0  # a class never seen in training: no signal
     assert 0.0 < z[0, 1] < 1.0 and z[1, 1] == pytest.approx(sc.mean[1])
+
+
+def test_ensemble_package_maps_mean_and_sd_through_map_cube(tmp_path):
+    """An LSTMEnsemble model package: globalflux.map_cube gives the ensemble mean and its
+    spread as <target>_sd (named like the forests' rh_sd), lazily; `globalflux map` writes
+    both."""
+    import pandas as pd
+    import rioxarray  # noqa: F401
+
+    import globalflux
+    from globalflux.cli import main
+    from globalflux.io.model_package import write_package
+    from globalflux.io.store import write_dataset
+
+    X, y, s = arrays(n_sites=3, n_days=80)
+    ens = LSTMEnsemble(small(), n_members=2).fit(X, y, static=s)
+    write_package(tmp_path / "model", ens, time_step="daily",
+                  target={"name": "efflux", "units": "g C m-2 d-1"},
+                  inputs=[{"name": "Ts", "units": "degC"}], synthetic=True)
+    model = globalflux.load_model(tmp_path / "model")
+    assert isinstance(model, LSTMEnsemble) and model.package_.kind == "lstm"
+    ds = xr.Dataset({"Ts": (("time", "y", "x"), X[..., 0].T[:, None, :], {"units": "degC"}),
+                     "SWC": (("time", "y", "x"), X[..., 1].T[:, None, :]),
+                     "base": (("y", "x"), s[None, :, 0]), "elev": (("y", "x"), s[None, :, 1])},
+                    coords={"time": pd.date_range("2020-01-01", periods=80), "y": [45.0],
+                            "x": [10.0, 10.01, 10.02]}).rio.write_crs("EPSG:4326")
+    out = globalflux.map_cube(model, ds.chunk({"time": 30}))
+    assert set(out.data_vars) == {"efflux", "efflux_sd"} and out["efflux_sd"].chunks is not None
+    assert out.attrs["lstm_members"] == 2 and out.attrs["model_kind"] == "lstm"
+    mean, std = ens.predict(X, static=s, return_std=True)
+    np.testing.assert_allclose(out["efflux"].values[:, 0, :].T, mean, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(out["efflux_sd"].values[:, 0, :].T, std, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ModelError, match="map_lstm"):
+        apply_lstm_to_cube(model, ds, ["Ts", "SWC"], ["base", "elev"])
+    # units are checked against the manifest
+    with pytest.raises(DataError, match="cube variable Ts: has units 'K'"):
+        globalflux.map_cube(model, ds.assign(Ts=ds["Ts"].assign_attrs(units="K")))
+    write_dataset(ds.chunk({"time": 30}), tmp_path / "cube.zarr")
+    assert main(["map", str(tmp_path / "model"), str(tmp_path / "cube.zarr"),
+                 "--out", str(tmp_path / "m.zarr")]) == 0
+    got = xr.open_zarr(tmp_path / "m.zarr")
+    np.testing.assert_array_equal(got["efflux"].values, out["efflux"].values)
+    np.testing.assert_array_equal(got["efflux_sd"].values, out["efflux_sd"].values)
+    assert got.attrs["model_sha256"] == model.package_.checksum

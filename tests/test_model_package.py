@@ -123,7 +123,8 @@ def test_map_bbox_and_time_equal_the_subset_of_the_demo_map(demo_run, tmp_path, 
     assert code == 0, err
     a = xr.open_zarr(out)
     ref = b.sel(x=slice(w, e), y=slice(n, s), time=slice(t0, t1))
-    assert a.sizes == {"time": 7, "y": 41, "x": 36}
+    assert {d: a.sizes[d] for d in ("time", "y", "x")} == {"time": 7, "y": 41, "x": 36}
+    np.testing.assert_array_equal(a["time_bnds"].values, ref["time_bnds"].values)  # CF bounds
     np.testing.assert_array_equal(a["rh"].values, ref["rh"].values)
     np.testing.assert_array_equal(a["aoa"].values, ref["aoa"].values)
     assert len(list((out / "cog").glob("rh_2*.tif"))) == 7

@@ -215,3 +215,33 @@ def test_cosore_tables_with_no_usable_dataset(shared_data, tmp_path):
     assert len(tables.long) == 0
     row = tables.summary.set_index("dataset").loc["d20200328_UEYAMA_FAIRBANKS"]
     assert row["status"] == "NEE only" and row["days"] == 0 and pd.isna(row["first_day"])
+
+
+def test_srdb_quality_control_counts_each_step():
+    from globalflux.sites import SrdbQCRules, srdb_quality_control
+
+    rec = pd.DataFrame({
+        "site_id": ["a", "a", "b", "c", "d", "e", "f", "g"],
+        "year_start": [2001, 2001, 2002, 2003, 2004, 2005, 2006, 2006],
+        "year_end": [2001, 2001, 2002, 2003, 2004, 2005, 2006, 2006],
+        "Rh_annual": [300.0, 300.0, 500.0, 460.0, 200.0, 250.0, 100.0, 120.0],
+        "Rs_annual": [700.0, 710.0, 400.0, 500.0, np.nan, 600.0, 300.0, 300.0],
+        "Partition_method": ["Exclusion", "Exclusion", "Exclusion", "Trench", "Model", None,
+                             "Comparison", "Exclusion"],
+        "location_id": ["L0", "L0", "L1", "L2", "L3", "L4", "L5", "L5"],
+    })
+    kept, counts = srdb_quality_control(rec)
+    assert counts["step"].tolist() == ["exact_duplicate", "rh_above_rs", "rh_rs_ratio",
+                                       "partition_method", "location_year_average"]
+    assert counts["n_removed"].tolist() == [1, 1, 1, 2, 0]
+    assert (counts["n_before"] - counts["n_removed"] == counts["n_after"]).all()
+    assert kept["site_id"].tolist() == ["a", "f", "g"]
+    # steps switch off; "unknown" keeps records without a partition method
+    kept2, counts2 = srdb_quality_control(rec, SrdbQCRules(
+        drop_duplicates=False, max_rh_rs=None, partition_methods=("Exclusion", "Comparison", "unknown"),
+        average_location_year=True))
+    assert counts2.set_index("step")["rule"]["exact_duplicate"] == "off"
+    assert sorted(kept2["site_id"]) == ["a", "e", "f"]  # f and g averaged into one record
+    assert kept2.loc[kept2["location_id"] == "L5", "Rh_annual"].item() == pytest.approx(110.0)
+    with pytest.raises(DataError, match="max_rh_rs=-1"):
+        srdb_quality_control(rec, SrdbQCRules(max_rh_rs=-1))

@@ -126,19 +126,31 @@ def test_real_run_reduced(shared_data, tmp_path):
                  "--set", f"sites.gsbe_path={shared_data / 'gsbe'}",
                  "--set", f"cube.static_root={shared_data / 'grids'}",
                  "--set", "forest.n_estimators=10", "--set", "forest.eliminate=false",
-                 "--set", "forest.validation=spatial_blocks", "--set", "forest.n_block_folds=3",
+                 "--set", "validation.schemes=[record_kfold]", "--set", "validation.k_folds=3",
+                 "--set", "validation.bootstrap=2",
                  "--set", "forest.map_resolutions=[0.5]", "--set", "zones.k_range=[2,3]",
                  "--set", "zones.n_iter=10"])
     assert code == 0
     report = (out / "report.md").read_text()
     assert "| predictors | zoned r2 | unified r2 | zoned rmse | unified rmse |" in report
+    assert "an adaptation, not a reproduction" in report
     side = pd.read_csv(out / "metrics" / "zoned_vs_unified.csv")
     assert set(side["predictors"]) == {"grid", "site"} and side.notna().all().all()
     pred = pd.read_csv(out / "metrics" / "pred_site_zoned.csv")
-    assert pred["site_id"].nunique() > 200 and pred["y_pred"].notna().all()
-    tot = pd.read_csv(out / "metrics" / "global_total.csv")
-    assert 10 < tot["total_pg"].item() < 200 and tot["total_sd_pg"].item() > 0
-    assert 1.0e8 < tot["area_predicted_km2"].item() <= tot["land_area_km2"].item() < 1.6e8
+    assert pred["site_id"].nunique() > 150 and pred["y_pred"].notna().all()
+    schemes = pd.read_csv(out / "metrics" / "validation_schemes.csv")
+    assert set(schemes["model"]) == {"zoned", "unified", "zone_choice", "zone_feature"}
+    qc = pd.read_csv(out / "metrics" / "qc_counts.csv")
+    assert {"exact_duplicate", "rh_above_rs", "rh_rs_ratio", "partition_method"} <= set(qc["step"])
+    assert (qc["n_before"] - qc["n_removed"] == qc["n_after"]).all()
+    tot = pd.read_csv(out / "metrics" / "global_total.csv").set_index("coverage")
+    assert list(tot.index) == ["complete", "filled", "all"]
+    assert 10 < tot.loc["complete", "total_pg"] < 200 and tot["resid_sd_pg"].gt(0).all()
+    assert (tot["q05_pg"] < tot["q95_pg"]).all() and (tot["n_boot"] == 2).all()
+    area = tot["area_km2"]
+    assert 1.0e8 < area["complete"] <= area["filled"] <= area["all"] <= tot["land_area_km2"].iloc[0] < 1.6e8
+    spread = pd.read_csv(out / "metrics" / "forest_spread.csv")
+    assert spread["total_sd_pg"].item() > 0
     ds = open_dataset(out / "maps" / "rh_0p5deg.zarr")
     assert {"rh", "rh_sd", "rh_q05", "rh_q95", "zone", "di", "aoa"} <= set(ds.data_vars)
     assert ds.attrs["synthetic"] == "false" and "recipe" in ds.attrs

@@ -198,3 +198,150 @@ def test_cross_predict_with_fold_numbers_and_leak_guard():
         loso(UnifiedForestRegressor(), X, y[:3], g)
     with pytest.raises(DataError, match="Leave-one-site-out needs at least 2 sites"):
         loso_folds(["a", "a"])
+
+
+# ------------------------------------------------------------------- schemes and locations
+from globalflux.validation import (  # noqa: E402
+    SCHEMES,
+    location_groups,
+    record_kfold_folds,
+    scheme_folds,
+    validate_schemes,
+)
+
+
+def _offset(lat, lon, km_north=0.0, km_east=0.0):
+    """A point km_north/km_east away (small distances, spherical Earth)."""
+    dlat = km_north / 111.195
+    dlon = km_east / (111.195 * np.cos(np.deg2rad(lat)))
+    return lat + dlat, lon + dlon
+
+
+def test_location_clustering_puts_sites_within_location_km_in_one_group():
+    lat0, lon0 = 45.0, 10.0
+    pts = [(lat0, lon0)]
+    pts.append(_offset(lat0, lon0, km_east=4.0))       # 4 km: same location
+    pts.append(_offset(lat0, lon0, km_east=8.0))       # 4 km from the 2nd: chained, same location
+    pts.append(_offset(lat0, lon0, km_north=20.0))     # 20 km away: its own location
+    pts.append((lat0, lon0))                           # repeated site: same location
+    pts.append((-30.0, 179.99))                        # across the antimeridian ...
+    pts.append(_offset(-30.0, -179.99, km_east=1.0))   # ... 2.9 km apart: one location
+    lat, lon = np.array(pts).T
+    loc = location_groups(lat, lon, location_km=5.0)
+    assert loc[0] == loc[1] == loc[2] == loc[4]
+    assert loc[3] != loc[0]
+    assert loc[5] == loc[6] and loc[5] not in (loc[0], loc[3])
+    # every pair within location_km shares a group, whatever the distance threshold
+    rng = np.random.RandomState(3)
+    la = 40 + rng.uniform(0, 0.5, 60)
+    lo = 5 + rng.uniform(0, 0.5, 60)
+    for km in (1.0, 3.0, 7.0):
+        g = location_groups(la, lo, location_km=km)
+        from sklearn.metrics.pairwise import haversine_distances
+
+        d = haversine_distances(np.deg2rad(np.c_[la, lo])) * 6371.0088
+        close = d <= km * 0.999
+        assert (g[:, None] == g[None, :])[close].all()
+    # a study joins its sites; a 0 km threshold keeps distinct points apart
+    g = location_groups([0.0, 10.0, 20.0], [0.0, 0.0, 0.0], location_km=5.0, study=[7, 7, None])
+    assert g[0] == g[1] != g[2]
+    assert len(set(location_groups(lat, lon, location_km=0.0))) == 6
+    with pytest.raises(DataError, match="location_km=-1"):
+        location_groups(lat, lon, location_km=-1)
+
+
+def _located_table():
+    """leak_table with 14 sites in 7 locations (pairs of sites 1 km apart)."""
+    table = leak_table(n_sites=14)
+    site_no = table["site"].str[4:].astype(int).to_numpy()
+    lat = 10.0 * (site_no // 2)
+    lat, lon = _offset(lat, 0.0, km_east=1.0 * (site_no % 2))
+    table["lat"], table["lon"] = lat, lon
+    table["location"] = location_groups(lat, lon, location_km=5.0)
+    assert table["location"].nunique() == 7
+    return table
+
+
+class LocationRecorder(Recorder):
+    """Recorder that also knows the location-mean f0 of each location (zones are fitted on one
+    row per location when fit gets location ids): such a row maps to all sites of the location."""
+
+    def __init__(self, table: pd.DataFrame):
+        super().__init__(table)
+        means = table.groupby("location")["f0"].mean().round(9)
+        sites = table.groupby("location")["site"].unique()
+        self.site_of_f0.update({means[k]: tuple(sites[k]) for k in means.index})
+
+    def _sites(self, mapping, values) -> set[str]:
+        out: set[str] = set()
+        for v in np.asarray(values, dtype="float64").round(9):
+            if v not in mapping:
+                raise AssertionError(f"row value {v} not found in the table: the recorder is broken")
+            hit = mapping[v]
+            out.update(hit if isinstance(hit, tuple) else (hit,))
+        return out
+
+
+def test_no_lolo_fold_trains_on_a_held_out_location(monkeypatch):
+    table = _located_table()
+    X = table[FACTORS + PREDICTORS]
+    y, g, loc = table["y"].to_numpy(), table["site"].to_numpy(), table["location"].to_numpy()
+    rec = LocationRecorder(table)
+    rec.install(monkeypatch)
+    guard, folds = scheme_folds("lolo", sites=g, locations=loc)
+    assert len(folds) == 7
+    site_loc = dict(zip(g, loc, strict=True))
+    for train, test in folds:
+        held_out_sites = set(g[test])
+        assert len(held_out_sites) == 2 and len({site_loc[s] for s in held_out_sites}) == 1
+        start = len(rec.calls)
+        cross_predict(_zoned(), X, y, guard, [(train, test)], fit_groups=loc)
+        calls = rec.calls[start:]
+        assert {k for k, _ in calls} == {"scaler", "pca", "zones", "feature_selection", "forest"}
+        for kind, sites in calls:
+            assert not (sites & held_out_sites), f"{kind} was fitted on a held-out location"
+    # leave-one-site-out, by contrast, trains on the held-out site's neighbour 1 km away
+    _, loso_f = scheme_folds("loso", sites=g, locations=loc)
+    train, test = loso_f[0]
+    assert site_loc[g[test][0]] in {site_loc[s] for s in g[train]}
+
+
+def test_validate_schemes_table_and_components():
+    from globalflux.models.forest import ZoneChoiceForestRegressor, ZoneFeatureForestRegressor
+
+    table = _located_table()
+    X = table[FACTORS + PREDICTORS]
+    y, g, loc = table["y"].to_numpy(), table["site"].to_numpy(), table["location"].to_numpy()
+    zc = ZoneClassifier(n_zones=2, variance=1.0, n_particles=4, n_iter=3)
+    models = {
+        "zone_choice": ZoneChoiceForestRegressor(zone_factors=FACTORS, zone_classifier=zc,
+                                                 n_estimators=8, eliminate=False,
+                                                 min_zone_sites=2, choice_cv=2),
+        "zone_feature": ZoneFeatureForestRegressor(zone_factors=FACTORS, zone_classifier=zc,
+                                                   n_estimators=8, eliminate=False),
+    }
+    tab, preds = validate_schemes(models, X, y, sites=g, locations=loc, k=4)
+    assert list(tab.columns) == ["scheme", "model", "n", "n_groups", "r2", "rmse", "bias"]
+    assert set(tab["scheme"]) == set(SCHEMES)
+    assert set(tab["model"]) == {"zone_choice", "zoned", "unified", "zone_feature"}
+    assert (tab["n"] == len(table)).all()
+    lolo = tab[tab["scheme"] == "lolo"]
+    assert (lolo["n_groups"] == 7).all()
+    assert (tab.loc[tab["scheme"] == "loso", "n_groups"] == 14).all()
+    p = preds[("lolo", "zoned")]
+    assert (p.groupby("location_id")["fold"].nunique() == 1).all()
+    assert p["site_id"].nunique() == 14
+    from globalflux.metrics import r2
+
+    row = lolo[lolo["model"] == "zoned"].iloc[0]
+    assert row["r2"] == pytest.approx(r2(p["y_obs"], p["y_pred"]))
+
+
+def test_record_kfold_folds_are_seeded_and_balanced():
+    f = record_kfold_folds(23, 5, random_state=2)
+    assert np.bincount(f).tolist() == [5, 5, 5, 4, 4]
+    np.testing.assert_array_equal(f, record_kfold_folds(23, 5, random_state=2))
+    with pytest.raises(DataError, match="k=1 folds"):
+        record_kfold_folds(10, 1)
+    with pytest.raises(DataError, match="validation scheme 'x'"):
+        scheme_folds("x", sites=["a"], locations=["a"])

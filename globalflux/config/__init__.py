@@ -20,6 +20,7 @@ from .mapping import MappingConfig
 from .report import ReportConfig
 from .sites import SitesConfig
 from .synthetic import SyntheticConfig
+from .validation import ValidationConfig
 from .zones import ZonesConfig
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ReportConfig",
     "SitesConfig",
     "SyntheticConfig",
+    "ValidationConfig",
     "ZonesConfig",
 ]
 
@@ -73,3 +75,6 @@ class Recipe:
         None, doc="The seeded SYNTHETIC daily world (workflow efflux_daily_map).")
     efflux_map: EffluxMapConfig | None = option(
         None, doc="Daily efflux map from the LSTM: holdout sites, chunks, COGs, map scoring.")
+    validation: ValidationConfig | None = option(
+        None, doc="Validation schemes (record k-fold, by site, by location) and the uncertainty "
+        "and coverage of global totals.")

@@ -87,7 +87,8 @@ class CubeConfig:
         (), doc="Vegetation/water indices computed from reflectance: ndvi and lswi need sr_b01/sr_b02/sr_b06, "
         "evi also sr_b03.")
     annual_stats: bool = option(False, doc="Add annual max/min/mean of each variable per observation year.")
-    add_sin_doy: bool = option(False, doc="Add sin(2 pi DOY / days in year) as a variable.")
+    add_sin_doy: bool = option(False, doc="Add sin_doy = sin(2 pi (DOY - 1) / 365.25) as a "
+                               "variable (globalflux.cube.day_of_year_angle).")
     chunking: Literal["auto", "fixed"] = option(
         "auto", doc="auto: whole time axis per chunk and 10-100 MB chunks (chunk_mb); fixed: chunk_time/y/x.")
     chunk_mb: float = option(32.0, doc="Target chunk size in MB for chunking: auto.", min=1.0, max=1000.0)

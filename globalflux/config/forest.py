@@ -34,7 +34,9 @@ class ForestConfig:
         "per-tree uncertainty band), or the bounded LightGBM RF of globalflux.models.fast "
         "(lightgbm, or lleaves-compiled).")
     validation: Literal["loso", "spatial_blocks"] = option(
-        "loso", doc="Outer validation: leave-one-site-out or spatially blocked folds.")
+        "loso", doc="Outer validation of the synthetic demo's zoned-vs-unified table: "
+        "leave-one-site-out or spatially blocked folds (srdb_rh_annual and cosore_rh report the "
+        "schemes of validation.schemes).")
     block_deg: float = option(5.0, doc="Block edge in degrees for validation: spatial_blocks.",
                               min=0.01, max=180.0)
     n_block_folds: int | None = option(
@@ -42,6 +44,12 @@ class ForestConfig:
     map_resolutions: tuple[float, ...] = option(
         (0.5, 0.05), doc="Global maps (workflow srdb_rh_annual): static-cube resolutions in "
         "degrees on which the RH map, its tree spread and the global total are made; empty: no map.")
+    min_zone_locations: int = option(
+        10, doc="Zone-aware models (and the zoned forest fitted by location): a zone with fewer "
+        "training locations gets no forest of its own; its rows go to the unified forest.", min=1)
+    choice_folds: int = option(
+        3, doc="Zone choice: grouped (by location) inner folds, on the training rows only, that "
+        "decide per zone between the zone's own forest and the unified forest.", min=2, max=50)
     n_jobs: int = option(1, doc="Parallel validation folds (joblib processes); keep 1 on shared "
                          "machines.", min=1, max=256)
 
@@ -65,6 +73,24 @@ class ForestConfig:
 
         return UnifiedForestRegressor(predictors=None if predictors is None else list(predictors),
                                       **self._common())
+
+    def zone_choice(self, zone_factors, zone_classifier, predictors=None):
+        """An unfitted :class:`globalflux.models.forest.ZoneChoiceForestRegressor`."""
+        from ..models.forest import ZoneChoiceForestRegressor
+
+        return ZoneChoiceForestRegressor(
+            zone_factors=list(zone_factors), zone_classifier=zone_classifier,
+            predictors=None if predictors is None else list(predictors), **self._common(),
+            min_zone_sites=self.min_zone_locations, choice_cv=self.choice_folds,
+        )
+
+    def zone_feature(self, zone_factors, zone_classifier, predictors=None):
+        """An unfitted :class:`globalflux.models.forest.ZoneFeatureForestRegressor`."""
+        from ..models.forest import ZoneFeatureForestRegressor
+
+        return ZoneFeatureForestRegressor(
+            zone_factors=list(zone_factors), zone_classifier=zone_classifier,
+            predictors=None if predictors is None else list(predictors), **self._common())
 
     def _common(self) -> dict:
         return dict(n_estimators=self.n_estimators, max_features=self.max_features,

@@ -15,5 +15,5 @@ class ReportConfig:
     dpi: int = option(110, doc="Resolution of PNG figures.", min=30, max=600)
     min_test_days: int = option(
         60, doc="Site-level differences between models (wins, losses, largest differences) are "
-        "ranked only over sites with at least this many test days (cosore_efflux_daily).", min=1,
+        "ranked only over sites with at least this many test days.", min=1, max=100000,
         units="d")

@@ -59,6 +59,7 @@ __all__ = [
     "ModelPackage",
     "ModelPackageError",
     "write_package",
+    "write_lstm_package",
     "read_package",
     "load_model",
     "input_statistics",
@@ -80,6 +81,7 @@ KINDS: dict[str, tuple[str, str]] = {
 SAFE_SUFFIXES = {".json": "json", ".npz": "npz", ".txt": "lightgbm", ".skops": "skops",
                  ".pt": "torch state_dict", ".so": "lleaves compiled forest"}
 _CLASS_KIND = {cls: kind for kind, (_, cls) in KINDS.items()}
+_CLASS_KIND["LSTMEnsemble"] = "lstm"  # read back by LSTMRegressor.from_package (``members``)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _FIX = "Rebuild it with `globalflux run` (model packages are written into RUN/model/)."
 
@@ -431,3 +433,50 @@ def load_model(path: str | Path) -> Any:
     pkg.payloads = {}
     est.package_ = pkg
     return est
+
+
+# ------------------------------------------------------------------ LSTM packages
+
+
+def _json_number(v: Any) -> float | None:
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def write_lstm_package(model: Any, folder: Path, *, train: Any, units: dict[str, str],
+                        target: dict[str, Any], summary: pd.DataFrame, train_ids: list[str],
+                        hold_ids: list[str], train_fraction: float, recipe: Any,
+                        synthetic: bool) -> Path:
+    """Write the fitted LSTM (or seed ensemble) as a model package (``kind: lstm``) into
+    ``folder`` through :func:`write_package` (used by every LSTM workflow).
+
+    The manifest names every driver and static with its units and its range over the training
+    data (``train``: the training parts only, as the scalers saw them), the target, the daily
+    time step, the median site scores per split (``summary``), the training data's checksum
+    and the resolved recipe. The weights are torch state dicts (read with
+    ``weights_only=True``); nothing is pickled.
+    """
+    base = getattr(model, "members_", [model])[0]
+    drivers, statics = list(base.drivers), list(base.statics)
+    roles = {**{v: "driver" for v in drivers}, **{v: "static" for v in statics}}
+    inputs: list[dict[str, Any]] = []
+    for v in drivers + statics:
+        vals = np.asarray(train[v].values, dtype="float64").ravel()
+        inputs += input_statistics(pd.DataFrame({v: vals}), units, roles)
+    y = train[base.target].values
+    table = train[[base.target] + drivers + statics].to_dataframe().reset_index()
+    scores = {str(r["split"]): {"sites": int(r["sites"]), "median_nse": _json_number(r["nse"]),
+                                "median_kge": _json_number(r["kge"]),
+                                "median_r": _json_number(r["r"])}
+              for r in summary.to_dict("records")}
+    return write_package(
+        folder, model, inputs=inputs, target=target, time_step="daily",
+        training={"sha256": table_sha256(table), "n_sites": len(train_ids),
+                  "n_observations": int(np.isfinite(y).sum()), "sites": list(train_ids),
+                  "holdout_sites": list(hold_ids), "target_variable": str(base.target)},
+        validation={"scheme": f"temporal split of each training site's observed days "
+                    f"({train_fraction:.0%} train / {1 - train_fraction:.0%} test) and held-out "
+                    "sites scored over their whole record", **scores},
+        recipe=recipe, synthetic=synthetic,
+        extra={"lstm": {"members": len(getattr(model, "members_", [model])),
+                        "site_variable": str(base.target)}})

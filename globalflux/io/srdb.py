@@ -19,8 +19,11 @@ quality_flags=EXCLUDED_QUALITY_FLAGS) -> SrdbTables``
 ``Biome``, ``Ecosystem_type``, ``Leaf_habit``, ``MAT``, ``MAP``, ``Elevation``.
 ``SrdbTables.removed`` counts the rows removed per reason, in the order applied.
 
-The filters (after Zhu et al. 2024, who map global heterotrophic respiration from SRDB with zoned
-random forests), in order:
+The filters, in order. They adapt the data screening of Zhu et al. (2024) to SRDB annual values:
+Zhu et al. mapped heterotrophic respiration with zoned random forests from 8-day RH (DGRsD and
+COSORE), not from SRDB annual records, so this is an adaptation, not their filtering. Further
+quality control of the annual records (duplicates, Rh > Rs, Rh/Rs ratio, partition methods) is
+:func:`globalflux.sites.srdb_quality_control`:
 
 1. ``missing_<col>``: a required flux (``require``) is missing.
 2. ``duplicate_record``: SRDB marks the record a known duplicate (``Duplicate_record``).
@@ -35,8 +38,8 @@ random forests), in order:
    (estimated from a figure, from another study, ...) are kept, as SRDB users do.
 6. ``coordinates``: latitude/longitude missing, outside -90..90 / -180..180, or exactly (0, 0).
 7. ``negative_flux``: a required flux is negative (heterotrophic respiration cannot be).
-8. ``before_min_midyear``: ``Study_midyear`` below ``min_midyear`` (Zhu et al. 2024 keep
-   >= 2000.5, the MODIS era; the recipe decides).
+8. ``before_min_midyear``: ``Study_midyear`` below ``min_midyear`` (e.g. 2000.5 for the MODIS
+   era, as Zhu et al. 2024's 8-day data start in 2000; the recipe decides).
 
 A renamed or missing column raises :class:`InputFileError` naming the file and the column.
 """

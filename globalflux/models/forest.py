@@ -50,6 +50,8 @@ from ..errors import DataError, ModelError
 __all__ = [
     "ZonedForestRegressor",
     "UnifiedForestRegressor",
+    "ZoneChoiceForestRegressor",
+    "ZoneFeatureForestRegressor",
     "ForestFitError",
     "correlation_filter",
     "select_features",
@@ -922,6 +924,307 @@ class UnifiedForestRegressor(_ForestBase):
         """Importance of each chosen predictor (sums to 1): the weights of the AOA."""
         check_is_fitted(self)
         return self.model_.importances / max(float(self.model_.importances.sum()), 1e-300)
+
+
+# --------------------------------------------------------------------------------------------
+# zone-aware estimators that cannot lose to the unified forest by construction of the choice
+# --------------------------------------------------------------------------------------------
+class ZoneChoiceForestRegressor(_ForestBase):
+    """Zoned forests where evidence allows, the unified forest elsewhere ("zoning that cannot lose").
+
+    Fits a :class:`ZonedForestRegressor` (zones with fewer than ``min_zone_sites`` training
+    groups get no forest of their own) and a :class:`UnifiedForestRegressor` on the same rows.
+    Then, per zone, an inner cross-validation over the training rows only, grouped by ``groups``
+    (pass location ids), decides: ``choice_cv`` grouped folds; in each, the zone's forest (on the
+    fold's training rows of that zone) and the unified forest (on all the fold's training rows)
+    are refitted with the predictors chosen on the full training rows and
+    ``selection_n_estimators`` trees, and both predict the fold's held-out rows of the zone. The
+    zone keeps its own forest only when its pooled inner mean squared error is lower than the
+    unified forest's; otherwise (and for zones without a forest) the unified forest predicts the
+    zone. The zone assignment itself comes from the zone classifier fitted on all training groups.
+
+    Parameters
+    ----------
+    zone_factors, zone_classifier, min_zone_sites
+        As :class:`ZonedForestRegressor` (``min_zone_sites`` counts ``groups``: locations when
+        location ids are passed).
+    choice_cv
+        Grouped folds of the inner choice (>= 2).
+    """
+
+    __doc__ = (__doc__ or "") + _PARAM_DOC + """
+    Attributes
+    ----------
+    zoned_ : ZonedForestRegressor
+    unified_ : UnifiedForestRegressor
+    choice_ : dict int -> str
+        ``"zone"`` or ``"unified"`` for every zone.
+    decisions_ : DataFrame
+        One row per zone: ``zone, n_groups, n_rows, inner_mse_zone, inner_mse_unified, choice,
+        reason``.
+    """
+
+    def __init__(
+        self,
+        zone_factors: Sequence[str | int] | None = None,
+        zone_classifier: Any = None,
+        predictors: Sequence[str | int] | None = None,
+        n_estimators: int = 100,
+        max_features: float = 1 / 3,
+        min_samples_leaf: int = 1,
+        corr_threshold: float = 0.9,
+        eliminate: bool = True,
+        min_features: int = 3,
+        inner_cv: str | int = "loso",
+        selection_n_estimators: int | None = None,
+        min_zone_sites: int = 5,
+        choice_cv: int = 3,
+        engine: str = "sklearn",
+        n_jobs: int = 1,
+        random_state: Any = 0,
+    ):
+        self.zone_factors = zone_factors
+        self.zone_classifier = zone_classifier
+        self.predictors = predictors
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.corr_threshold = corr_threshold
+        self.eliminate = eliminate
+        self.min_features = min_features
+        self.inner_cv = inner_cv
+        self.selection_n_estimators = selection_n_estimators
+        self.min_zone_sites = min_zone_sites
+        self.choice_cv = choice_cv
+        self.engine = engine
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _common(self) -> dict:
+        return dict(predictors=self.predictors, n_estimators=self.n_estimators,
+                    max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
+                    corr_threshold=self.corr_threshold, eliminate=self.eliminate,
+                    min_features=self.min_features, inner_cv=self.inner_cv,
+                    selection_n_estimators=self.selection_n_estimators, engine=self.engine,
+                    n_jobs=self.n_jobs, random_state=self.random_state)
+
+    def fit(self, X, y, groups=None):
+        """Fit zoned and unified forests, then choose per zone by inner grouped CV."""
+        from sklearn.model_selection import GroupKFold
+
+        if not (isinstance(self.choice_cv, int | np.integer) and int(self.choice_cv) >= 2):
+            raise ModelError(f"choice_cv={self.choice_cv!r}", where="forest.choice_folds",
+                             fix="Use a number of grouped folds >= 2.")
+        self._check_params()
+        frame, yv = self._frame(X, y, reset=True)
+        g = self._groups(groups, len(frame))
+        self.zoned_ = ZonedForestRegressor(zone_factors=self.zone_factors,
+                                           zone_classifier=self.zone_classifier,
+                                           min_zone_sites=self.min_zone_sites,
+                                           **self._common()).fit(frame, yv, groups=g)
+        self.unified_ = UnifiedForestRegressor(**self._common()).fit(frame, yv, groups=g)
+        zones = self.zoned_._zones_of(frame)
+        n_groups = len(pd.unique(g))
+        folds = []
+        if n_groups >= 2:
+            k = min(int(self.choice_cv), n_groups)
+            folds = list(GroupKFold(n_splits=k).split(np.zeros(len(g)), groups=g))
+        small = self._factory(self.selection_n_estimators or self.n_estimators)
+        uni = self.unified_.model_
+        rows = []
+        self.choice_: dict[int, str] = {}
+        for z in range(int(self.zoned_.zone_classifier_.n_zones)):
+            in_z = zones == z
+            row = {"zone": z, "n_groups": int(len(pd.unique(g[in_z]))), "n_rows": int(in_z.sum()),
+                   "inner_mse_zone": np.nan, "inner_mse_unified": np.nan}
+            own = self.zoned_.models_.get(z)
+            if own is None:
+                row.update(choice="unified", reason=f"fewer than min_zone_sites="
+                           f"{self.min_zone_sites} groups: no forest of its own")
+            else:
+                pz, pu = [], []
+                for tr, te in folds:
+                    te_z = te[in_z[te]]
+                    tr_z = tr[in_z[tr]]
+                    if len(te_z) == 0 or len(tr_z) < 2:
+                        continue
+                    fz = small().fit(own.matrix(frame.iloc[tr_z]), yv[tr_z])
+                    fu = small().fit(uni.matrix(frame.iloc[tr]), yv[tr])
+                    pz.append(fz.predict(own.matrix(frame.iloc[te_z])) - yv[te_z])
+                    pu.append(fu.predict(uni.matrix(frame.iloc[te_z])) - yv[te_z])
+                if pz:
+                    mz = float(np.mean(np.concatenate(pz) ** 2))
+                    mu = float(np.mean(np.concatenate(pu) ** 2))
+                    row.update(inner_mse_zone=mz, inner_mse_unified=mu)
+                    if mz < mu:
+                        row.update(choice="zone", reason="lower inner MSE than the unified forest")
+                    else:
+                        row.update(choice="unified", reason="the unified forest's inner MSE is "
+                                   "not higher")
+                else:
+                    row.update(choice="unified", reason="no inner fold held out rows of the zone")
+            self.choice_[z] = row["choice"]
+            rows.append(row)
+        self.decisions_ = pd.DataFrame(rows, columns=["zone", "n_groups", "n_rows",
+                                                      "inner_mse_zone", "inner_mse_unified",
+                                                      "choice", "reason"])
+        for r in rows:
+            log.debug("zone choice: zone %d (%d groups) -> %s (%s)", r["zone"], r["n_groups"],
+                     r["choice"], r["reason"])
+        return self
+
+    def predict_zone(self, X) -> np.ndarray:
+        """Zone of each row from its own zone factors."""
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        return self.zoned_.predict_zone(frame)
+
+    def predict_components(self, X) -> dict[str, np.ndarray]:
+        """Predictions of the plain zoned and the unified forest (fitted inside this one)."""
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        return {"zoned": self.zoned_.predict(frame), "unified": self.unified_.predict(frame)}
+
+    def _apply(self, X, fn: Callable[[_FittedForest, np.ndarray], np.ndarray], width: int = 0):
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        zones = self.zoned_._zones_of(frame)
+        shape = (len(frame),) if width == 0 else (len(frame), width)
+        out = np.full(shape, np.nan)
+        uni = self.unified_.model_
+        for z in np.unique(zones):
+            if z < 0:
+                continue
+            model = self.zoned_.models_[int(z)] if self.choice_.get(int(z)) == "zone" else uni
+            rows = zones == z
+            out[rows] = fn(model, model.matrix(frame.loc[rows]))
+        return out
+
+    def predict(self, X) -> np.ndarray:
+        """Prediction by the chosen forest of each row's zone (NaN where a zone factor is missing)."""
+        return self._apply(X, _predict_mean)
+
+    def predict_std(self, X) -> np.ndarray:
+        """Standard deviation of the chosen forest's trees (the forest's spread)."""
+        return self._apply(X, _predict_std)
+
+
+class ZoneFeatureForestRegressor(_ForestBase):
+    """One forest for all rows with zone membership as extra predictors (one-hot ``zone_<k>``).
+
+    The zone classifier is fitted on one row of mean zone factors per training group (as in
+    :class:`ZonedForestRegressor`); each row gets ``zone_0 .. zone_{k-1}`` indicator columns,
+    which join the candidate predictors of a :class:`UnifiedForestRegressor` (correlation filter
+    and elimination included, so the zones stay only if they help the inner validation).
+
+    Parameters
+    ----------
+    zone_factors, zone_classifier
+        As :class:`ZonedForestRegressor`.
+    """
+
+    __doc__ = (__doc__ or "") + _PARAM_DOC + """
+    Attributes
+    ----------
+    zone_classifier_ : ZoneClassifier
+    forest_ : UnifiedForestRegressor
+        Fitted on the predictors plus the zone indicator columns.
+    selected_features_ : list of str
+    """
+
+    def __init__(
+        self,
+        zone_factors: Sequence[str | int] | None = None,
+        zone_classifier: Any = None,
+        predictors: Sequence[str | int] | None = None,
+        n_estimators: int = 100,
+        max_features: float = 1 / 3,
+        min_samples_leaf: int = 1,
+        corr_threshold: float = 0.9,
+        eliminate: bool = True,
+        min_features: int = 3,
+        inner_cv: str | int = "loso",
+        selection_n_estimators: int | None = None,
+        engine: str = "sklearn",
+        n_jobs: int = 1,
+        random_state: Any = 0,
+    ):
+        self.zone_factors = zone_factors
+        self.zone_classifier = zone_classifier
+        self.predictors = predictors
+        self.n_estimators = n_estimators
+        self.max_features = max_features
+        self.min_samples_leaf = min_samples_leaf
+        self.corr_threshold = corr_threshold
+        self.eliminate = eliminate
+        self.min_features = min_features
+        self.inner_cv = inner_cv
+        self.selection_n_estimators = selection_n_estimators
+        self.engine = engine
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _with_zones(self, frame: pd.DataFrame) -> pd.DataFrame:
+        F = frame[self.zone_factors_]
+        ok = np.isfinite(F.to_numpy()).all(axis=1)
+        z = np.full(len(frame), -1, dtype="int64")
+        if ok.any():
+            z[ok] = self.zone_classifier_.predict(F.loc[ok])
+        out = frame.copy()
+        for k in range(int(self.zone_classifier_.n_zones)):
+            out[f"zone_{k}"] = np.where(ok, (z == k).astype("float64"), np.nan)
+        return out
+
+    def fit(self, X, y, groups=None):
+        """Fit the zones on per-group factor rows, then one forest with zone indicators."""
+        from ..zones import ZoneClassifier
+
+        self._check_params()
+        frame, yv = self._frame(X, y, reset=True)
+        cols = list(frame.columns)
+        factors = self._resolve(self.zone_factors, cols, "zone_factors")
+        predictors = self._resolve(self.predictors, cols, "predictors")
+        g = self._groups(groups, len(frame))
+        if not np.isfinite(frame[factors].to_numpy()).all():
+            raise DataError(f"zone factor(s) {factors} are missing in some rows",
+                            where="zone factors",
+                            fix="Drop those rows or fill the factors before fitting.")
+        zc = clone(self.zone_classifier) if self.zone_classifier is not None else ZoneClassifier()
+        zc.fit(frame[factors].groupby(g, sort=True).mean())
+        self.zone_classifier_ = zc
+        self.zone_factors_ = factors
+        ext = self._with_zones(frame)
+        zcols = [f"zone_{k}" for k in range(int(zc.n_zones))]
+        self.forest_ = UnifiedForestRegressor(
+            predictors=predictors + zcols, n_estimators=self.n_estimators,
+            max_features=self.max_features, min_samples_leaf=self.min_samples_leaf,
+            corr_threshold=self.corr_threshold, eliminate=self.eliminate,
+            min_features=self.min_features, inner_cv=self.inner_cv,
+            selection_n_estimators=self.selection_n_estimators, engine=self.engine,
+            n_jobs=self.n_jobs, random_state=self.random_state).fit(ext, yv, groups=g)
+        self.selected_features_ = list(self.forest_.selected_features_)
+        return self
+
+    def predict_zone(self, X) -> np.ndarray:
+        """Zone of each row from its own zone factors (-1 where one is missing)."""
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        ext = self._with_zones(frame)
+        zcols = [f"zone_{k}" for k in range(int(self.zone_classifier_.n_zones))]
+        Z = ext[zcols].to_numpy()
+        return np.where(np.isfinite(Z).all(axis=1), np.nanargmax(np.nan_to_num(Z), axis=1), -1)
+
+    def predict(self, X) -> np.ndarray:
+        """Prediction of the forest (zone indicators from the row's own zone factors)."""
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        return self.forest_.predict(self._with_zones(frame))
+
+    def predict_std(self, X) -> np.ndarray:
+        """Standard deviation of the individual trees' predictions."""
+        check_is_fitted(self)
+        frame, _ = self._frame(X, reset=False)
+        return self.forest_.predict_std(self._with_zones(frame))
 
 
 # --------------------------------------------------------------------------------------------

@@ -127,6 +127,15 @@ def _summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ranked_differences(table: pd.DataFrame, min_test_days: int) -> pd.Series:
+    """LSTM minus Lloyd-Taylor test NSE per site, only at sites with >= ``min_test_days`` test days.
+
+    NSE over a few test days divides by a tiny variance; such sites would top any ranking.
+    """
+    ok = table["n_test"] >= min_test_days
+    return (table.loc[ok, "nse_test"] - table.loc[ok, "lt_nse_test"]).dropna()
+
+
 def _wins(table: pd.DataFrame, min_test: int) -> pd.DataFrame:
     """LSTM against each baseline per site, over sites with at least ``min_test`` test days."""
     table = table[table["n_test"] >= min_test]
@@ -264,13 +273,20 @@ def write(ctx, recipe, full, by_class, acf_cor, selection, model, figs, notes, p
         win_lines.append(f"- vs {_NAMES[k]}: LSTM has the higher test NSE at {w['LSTM better']} of "
                          f"{w['sites']} sites, the lower at {w['baseline better']} (median "
                          f"difference {w['median difference (LSTM - baseline)']:+.3f}).")
-    d = (table["nse_test"] - table["lt_nse_test"])[table["n_test"] >= min_test].dropna()
+    # rank site-level differences only where the test set is long enough to score (NSE on a
+    # few test days has a tiny denominator and ranks noise)
+    min_days = min_test
+    d = ranked_differences(table, min_days)
     if len(d):
         top = d.sort_values()
         fmt = lambda idx: ", ".join(  # noqa: E731 - local formatting helper
             f"{table.loc[i, 'site_id']} ({table.loc[i, 'igbp']}, {d[i]:+.2f})" for i in idx)
-        win_lines.append(f"- Largest LSTM wins over Lloyd-Taylor (test NSE difference): "
+        win_lines.append(f"- Largest LSTM wins over Lloyd-Taylor (test NSE difference, over the "
+                         f"{len(d)} sites with >= {min_days} test days; report.min_test_days): "
                          f"{fmt(top.index[::-1][:3])}; largest losses: {fmt(top.index[:3])}.")
+    else:
+        win_lines.append(f"- No site has >= {min_days} test days (report.min_test_days): site "
+                         "differences are not ranked.")
     lstm_cls = by_class[by_class["model"] == "LSTM"].set_index("class")
     cls_lines = []
     for c in ("top5", "bottom5", "spikes"):

@@ -360,6 +360,7 @@ def run(recipe, ctx) -> None:
         value_classes,
     )
     from ..errors import ModelError
+    from ..io.model_package import write_lstm_package
     from ..models.baselines import GlobalQ10Model, fit_predict_site
     from ..models.lstm import add_doy_features
 
@@ -530,6 +531,20 @@ def run(recipe, ctx) -> None:
         acf = site_autocorrelation({sites[i]: y[i] for i in range(S)})
         table = table.merge(acf.reset_index(), on="site_id", how="left")
         table.to_csv(ctx.metrics / "lstm_sites.csv", index=False)
+        # the trained model as a package (RUN/model/): in-situ drivers, so it maps nothing by
+        # itself, but it is reloaded and scored elsewhere without retraining
+        summ = (table.groupby("split")
+                .agg(sites=("site_id", "nunique"), nse=("nse_test", "median"),
+                     kge=("kge_test", "median"), r=("r_test", "median")).reset_index())
+        names = list(m0.drivers) + list(m0.statics)
+        write_lstm_package(
+            model, ctx.out / "model", train=ds_train,
+            units={v: str(ds[v].attrs.get("units", "")) for v in names if v in ds},
+            target={"name": cfg.target, "units": str(ds[cfg.target].attrs.get("units", "")),
+                    "standard_name": "soil_respiration_carbon_flux",
+                    "long_name": f"daily soil CO2 efflux ({cfg.target}, COSORE chambers)"},
+            summary=summ, train_ids=train_sites, hold_ids=[x for x in sites if x not in train_sites],
+            train_fraction=cfg.train_fraction, recipe=recipe, synthetic=False)
         temporal = table[table["split"] == "temporal"].reset_index(drop=True)
 
         scores = temporal.set_index("site_id")[["nse_test", "kge_test", "r_test"]]

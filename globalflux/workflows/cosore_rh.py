@@ -8,7 +8,9 @@ Stages:
    (m3 m-3), air temperature ``Tair`` (°C) where measured, ``sin_doy``/``cos_doy`` of the
    period start, and the site-year annual mean of each driver; plus the static cube at each
    site (zone factors and land cover / Köppen).
-3. Zoned forest and unified baseline, both leave-one-site-out (every step refitted per fold).
+3. Zoned forest, unified baseline, zone-choice and zone-as-feature forests under the three
+   validation schemes (record-level k-fold, leave-one-site-out, leave-one-location-out; every
+   step refitted per fold, fits grouped by location).
 
 There are few locations (about nine with data here), so zones hold a handful of sites each and
 the report says so: the comparison is reported as measured, without claims beyond it.
@@ -26,7 +28,7 @@ from ..errors import DataError
 
 log = logging.getLogger("globalflux.workflows.cosore_rh")
 
-SECTIONS = ("sites", "cube", "zones", "forest")
+SECTIONS = ("sites", "cube", "zones", "forest", "validation")
 
 DRIVERS = ("Ts", "SWC", "Tair")
 STATIC_PREDICTORS = ("land_cover", "koppen", "ndvi_max", "ndvi_min", "elevation", "mat", "map", "soc")
@@ -136,10 +138,11 @@ def run(recipe, ctx) -> None:
     from ..io.cosore import read_cosore
     from ..report import markdown_table
     from ..sites import cosore_tables
-    from ..validation import loso, score
+    from ..validation import SCHEME_LABELS, location_groups, score, validate_schemes
     from .srdb_rh_annual import _importance_png, _static_cube, _table_i, _zone_factors
 
     cfg_s, cfg_c, cfg_z, cfg_f = recipe.sites, recipe.cube, recipe.zones, recipe.forest
+    cfg_v = recipe.validation
     if cfg_s.source != "cosore":
         raise DataError(f"sites.source is {cfg_s.source!r}", where="sites.source",
                         fix="The cosore_rh workflow reads COSORE: use 'cosore'.")
@@ -184,18 +187,29 @@ def run(recipe, ctx) -> None:
                   *STATIC_PREDICTORS]
     X = table[list(dict.fromkeys(predictors + factors))]
     y = table["Rh"].to_numpy(dtype="float64")
-    # folds by location: datasets at the same coordinates (e.g. two plots of one study) are held
-    # out together, so no fold trains on the place it predicts
-    g = location_ids(table)
+    # locations: datasets within validation.location_km of one another (e.g. two plots of one
+    # study) form one location; fits are grouped by location, and leave-one-location-out holds
+    # them out together, so no fold trains on the place it predicts
+    g = location_groups(table["lat"].to_numpy(dtype="float64"),
+                        table["lon"].to_numpy(dtype="float64"), location_km=cfg_v.location_km)
     n_loc = len(np.unique(g))
+    schemes = list(cfg_v.schemes)
+    headline = "lolo" if "lolo" in schemes else schemes[-1]
+
+    def step(scheme, model):
+        return ctx.step(f"{scheme}: {model} forest ({n_sites} datasets at {n_loc} locations)")
+
+    models = {"zone_choice": cfg_f.zone_choice(factors, cfg_z.classifier(), predictors=predictors),
+              "zone_feature": cfg_f.zone_feature(factors, cfg_z.classifier(), predictors=predictors)}
+    vtab, vpred = validate_schemes(models, X, y, sites=table["site_id"].to_numpy(), locations=g,
+                                   schemes=schemes, k=cfg_v.k_folds, random_state=cfg_f.seed,
+                                   n_jobs=cfg_f.n_jobs, with_std=True, on_fold=step)
+    vtab.insert(2, "predictors", "in-situ+static")
+    vtab.to_csv(ctx.metrics / "validation_schemes.csv", index=False)
     preds = {}
     for kind in ("zoned", "unified"):
-        model = (cfg_f.zoned(factors, cfg_z.classifier(), predictors=predictors) if kind == "zoned"
-                 else cfg_f.unified(predictors=predictors))
-        with ctx.step(f"leave-one-location-out: {kind} forest ({n_sites} datasets at {n_loc} "
-                      "locations)"):
-            preds[kind] = loso(model, X, y, g, with_std=True)
-            preds[kind]["dataset"] = table.loc[preds[kind].index, "site_id"].to_numpy()
+        preds[kind] = vpred[(headline, kind)]
+        preds[kind]["dataset"] = preds[kind]["site_id"].to_numpy()
         preds[kind].to_csv(ctx.metrics / f"pred_{kind}.csv")
     rows = []
     for kind, p in preds.items():
@@ -210,7 +224,8 @@ def run(recipe, ctx) -> None:
     skill.to_csv(ctx.metrics / "skill.csv", index=False)
 
     with ctx.step("final forests on all sites, figures and report"):
-        final = cfg_f.zoned(factors, cfg_z.classifier(), predictors=predictors).fit(X, y, groups=g)
+        final = cfg_f.zoned(factors, cfg_z.classifier(), predictors=predictors).set_params(
+            min_zone_sites=cfg_f.min_zone_locations).fit(X, y, groups=g)
         final_u = cfg_f.unified(predictors=predictors).fit(X, y, groups=g)
         table_i = _table_i(final, final_u)
         table_i.to_csv(ctx.metrics / "selected_variables.csv")
@@ -242,10 +257,18 @@ def run(recipe, ctx) -> None:
              + markdown_table(site_info[["site_id", "location", "igbp", "n_periods", "zone"]])),
             ("Set-up", f"Predictors: {', '.join(predictors)}. Zone factors (static cube at "
              f"{cfg_c.grid.resolution} deg): {', '.join(factors)}; k = {cfg_z.n_zones}. "
-             f"Zones with fewer than {cfg_f.min_zone_sites} training sites use the all-sites "
-             f"forest. Leave-one-location-out; every step (scaler, PCA, zones, feature selection, "
+             f"Zones with fewer than {cfg_f.min_zone_locations} training locations use the "
+             f"all-locations forest. Every step (scaler, PCA, zones, feature selection, "
              f"forest) refitted per fold on the training locations. {cfg_f.n_estimators} trees."),
-            ("Zoned vs unified (leave-one-location-out)",
+            (f"Validation: three schemes (headline: {headline})",
+             "; ".join(f"`{k}`: {v}" for k, v in SCHEME_LABELS.items() if k in schemes)
+             + f". Locations: datasets within {cfg_v.location_km:g} km of one another. "
+             "`zone_choice`: per zone its own forest or the unified forest, chosen by inner CV on "
+             "the training folds (the `zoned` and `unified` rows come from the same fits); "
+             "`zone_feature`: one forest with zone membership as predictors. Record-level k-fold "
+             "puts 8-day values of one site on both sides of a split: it is optimistic.\n\n"
+             + markdown_table(vtab)),
+            (f"Zoned vs unified ({headline})",
              f"Few locations: each held-out location is predicted from the other {n_loc - 1} "
              "(datasets sharing coordinates are held out together; `n_sites` below counts "
              "locations), and a zone holds only a handful of them; treat these numbers as "

@@ -12,9 +12,13 @@ Stages (each a library call; this module wires them and writes through the run c
    LSTM (``lstm`` section: 30-day subsequences, asinh + min-max scaling fitted on training data
    only) trains on the training parts; sites are scored on the test parts (``split=temporal``)
    and the held-out sites over their whole record (``split=holdout``).
-4. The fitted model is written to ``OUT/model/`` (weights as a torch state dict + JSON; never
-   pickled) by :func:`persist_model`.
-5. The daily map: :func:`globalflux.mapping.apply_lstm_to_cube` over every land pixel, LSTM
+4. The fitted model (one LSTM, or a seed ensemble with ``lstm.ensemble > 1``) is written as a
+   model package (``kind: lstm``) to ``OUT/model/`` by :func:`globalflux.io.model_package.write_lstm_package`
+   (:mod:`globalflux.io.model_package`: manifest with inputs, units, training ranges, scores,
+   training-data checksum and recipe; weights as torch state dicts, never pickled) and read
+   back verified; training checkpoints go to ``OUT/models/``.
+5. The daily map: :func:`globalflux.mapping.map_lstm` (what ``globalflux map OUT/model CUBE``
+   runs) of the verified package over every land pixel, LSTM
    state carried across time chunks, written block by block, chain by chain, by
    :func:`globalflux.mapping.map_chains_to_store` into ``OUT/maps/efflux.zarr``; COGs per day or per
    month (``efflux_map.cog_every``) in ``OUT/maps/cog/`` and a STAC collection in
@@ -37,13 +41,17 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import DataError
+from ..io.model_package import write_lstm_package
 
-__all__ = ["SECTIONS", "run", "site_driver_dataset", "persist_model", "split_sites",
-           "read_site_table"]
+__all__ = ["SECTIONS", "run", "site_driver_dataset", "split_sites",
+           "read_site_table", "EFFLUX_TARGET"]
 
 SECTIONS = ("daily_world", "lstm", "efflux_map", "mapping")
 
 log = logging.getLogger("globalflux")
+
+#: the mapped variable: name, CF standard name (long_name and units are added per run)
+EFFLUX_TARGET = {"name": "efflux", "standard_name": "soil_respiration_carbon_flux"}
 
 
 # ------------------------------------------------------------------------------ stage helpers
@@ -90,19 +98,6 @@ def split_sites(site_ids: list[str], fraction: float, seed: int) -> tuple[list[s
     hold = (set(rng.choice(np.array(ids, dtype=object), size=n_hold, replace=False)) if n_hold
             else set())
     return [s for s in ids if s not in hold], sorted(hold)
-
-
-def persist_model(model: Any, folder: Path) -> tuple[Path, str]:
-    """Write the fitted LSTM to ``folder`` and return (folder, sha256 of its weights).
-
-    Today the estimator's own checkpoint (``weights.pt`` state dict loaded with
-    ``weights_only=True`` + ``config.json``); the model-package writer replaces this one
-    function.
-    """
-    from ..provenance import sha256_bytes
-
-    model.save(folder)
-    return folder, sha256_bytes((folder / "weights.pt").read_bytes())
 
 
 def _check_inputs(cube: xr.Dataset, drivers: list[str], statics: list[str], where: str) -> None:
@@ -232,9 +227,10 @@ def _open_store(path: Path) -> xr.Dataset:
 
 def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
     from ..diagnostics import site_scores, temporal_split
-    from ..mapping import apply_lstm_to_cube, map_chains_to_store, map_to_store, require_daily
+    from ..io.model_package import load_model
+    from ..mapping import map_chains_to_store, map_lstm, map_to_store, require_daily
     from ..metrics import kge, nse, pearson_r
-    from ..models.lstm import LSTMRegressor
+    from ..models.lstm import LSTMEnsemble, LSTMRegressor
     from ..provenance import provenance_attrs
     from ..testing.daily import (
         DAILY_DRIVERS,
@@ -320,21 +316,29 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
                  len(train_ids), 100 * cfg_l.train_fraction, 100 * (1 - cfg_l.train_fraction),
                  len(hold_ids), ", ".join(hold_ids) or "none")
 
-    model = LSTMRegressor(
+    model: Any = LSTMRegressor(
         drivers=tuple(drivers), statics=tuple(statics), target=cfg_l.target,
         hidden_size=cfg_l.hidden_size, dropout=cfg_l.dropout, seq_len=cfg_l.seq_len,
         epochs=cfg_l.epochs, batch_size=cfg_l.batch_size, batches_per_epoch=cfg_l.batches_per_epoch,
         learning_rate=cfg_l.learning_rate, device=cfg_l.device, num_threads=cfg_l.num_threads,
         random_state=cfg_l.seed, verbose=max(1, cfg_l.epochs // 10))
-    with step(f"train the LSTM ({cfg_l.epochs} epochs)"):
-        # checkpoints go where the model is written: --resume continues an interrupted training
-        model.fit(tr, checkpoint=ctx.out / "model", checkpoint_every=cfg_l.checkpoint_every,
-                  resume=ctx.resume, init_from=cfg_l.checkpoint)
-        log.info("LSTM: %d batches of %d x %d days per epoch, %d epochs, %.1f s",
-                 model.n_batches_per_epoch_, cfg_l.batch_size, cfg_l.seq_len, model.epoch_,
+    n_mem = int(cfg_l.ensemble)
+    # training checkpoints (resumable with --resume) in OUT/models/; the model package is
+    # written to OUT/model/ once training is done
+    ckpts = [ctx.models / ("lstm" if i == 0 else f"lstm_member{i}") for i in range(n_mem)]
+    with step(f"train the LSTM ({cfg_l.epochs} epochs"
+              + (f", {n_mem} seed-ensemble members)" if n_mem > 1 else ")")):
+        if n_mem > 1:
+            model = LSTMEnsemble(model, n_members=n_mem).fit(
+                tr, checkpoints=ckpts, checkpoint_every=cfg_l.checkpoint_every,
+                resume=ctx.resume, init_from=cfg_l.checkpoint)
+        else:
+            model.fit(tr, checkpoint=ckpts[0], checkpoint_every=cfg_l.checkpoint_every,
+                      resume=ctx.resume, init_from=cfg_l.checkpoint)
+        base = model.members_[0] if n_mem > 1 else model
+        log.info("LSTM: %d batches of %d x %d days per epoch, %d epochs, %d member(s), %.1f s",
+                 base.n_batches_per_epoch_, cfg_l.batch_size, cfg_l.seq_len, base.epoch_, n_mem,
                  model.fit_seconds_)
-    with step("write the model"):
-        model_dir, model_sha = persist_model(model, ctx.out / "model")
 
     with step("score the sites (temporal test parts, held-out sites)"):
         pred = model.predict(ds).values
@@ -362,24 +366,34 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
             f"{r.split}: NSE {r.nse:.3f}, KGE {r.kge:.3f} ({r.sites} sites)"
             for r in summ.itertuples()))
 
+    with step("write the model package (model/)"):
+        target = dict(EFFLUX_TARGET, units=EFFLUX_UNITS,
+                      long_name="soil CO2 efflux (LSTM)" + ("" if real else ", SYNTHETIC"))
+        units = {v: str(cube[v].attrs.get("units", "")) for v in drivers + statics}
+        write_lstm_package(model, ctx.out / "model", train=tr, units=units, target=target,
+                           summary=summ, train_ids=train_ids, hold_ids=hold_ids,
+                           train_fraction=cfg_l.train_fraction, recipe=recipe,
+                           synthetic=not real)
+        packaged = load_model(ctx.out / "model")  # map with what was written (verified)
+        model_sha = packaged.package_.checksum
+        log.info("model package %s (sha256 %s)", ctx.out / "model", model_sha[:12])
+
     map_attrs = provenance_attrs(recipe=recipe, synthetic=not real,
-                                 inputs={"model/weights.pt": f"sha256:{model_sha}"})
+                                 inputs={"model/model.json": f"sha256:{model_sha}"})
     map_attrs["title"] = ("daily soil CO2 efflux (LSTM)" if real
                           else "SYNTHETIC daily soil CO2 efflux (LSTM)")
     map_attrs["model_sha256"] = model_sha
-    map_attrs["model_state_sha1"] = model.weights().token  # identity of the weights themselves
+    map_attrs["model_kind"] = "lstm"
+    # identity of the weights themselves (member 0)
+    map_attrs["model_state_sha1"] = base.weights().token
     target_cube = cube if other is None else other
     with step("map daily efflux with Dask into Zarr (state carried across time chunks)"):
         mcube = target_cube
         mland = land.astype(bool) if other is None else _valid_pixels(other, drivers, statics)
-        eff = apply_lstm_to_cube(model.weights(), mcube, drivers, statics, mask=mland,
-                                 time_chunk=cfg_m.time_chunk, device=cfg_l.device,
-                                 torch_threads=cfg_l.num_threads, name="efflux")
-        eff.attrs.update(units=EFFLUX_UNITS,
-                         long_name="soil CO2 efflux (LSTM)" + ("" if real else ", SYNTHETIC"),
-                         standard_name="soil_respiration_carbon_flux",
-                         cell_methods="time: mean (daily)")
-        pieces = {"efflux": eff, "land_mask": mland.assign_attrs(
+        # the one LSTM map path, as `globalflux map model/ CUBE` takes it
+        mapped = map_lstm(packaged, mcube, mask=mland, time_chunk=cfg_m.time_chunk,
+                          device=cfg_l.device, torch_threads=cfg_l.num_threads)
+        pieces = {**mapped.data_vars, "land_mask": mland.assign_attrs(
             long_name="pixels mapped (land with inputs)", units="1")}
         client = ctx.client()
         with client.as_current():
@@ -451,7 +465,7 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
     with ctx.step("figures and report"):
         figs = _figures(ctx, recipe, world, store, map_skill,
                         dist if map_skill is not None else None)
-        _report(ctx, recipe, world, store, summ, map_skill, consistency, model, model_sha,
+        _report(ctx, recipe, world, store, summ, map_skill, consistency, base, model_sha,
                 cog_paths, tt, figs, train_ids, hold_ids)
     tt.loc[len(tt)] = ("total (run)", time.perf_counter() - t_run)
     tt.to_csv(ctx.metrics / "timings.csv", index=False)
@@ -542,7 +556,9 @@ def _report(ctx, recipe, world, store, summ, map_skill, consistency, model, mode
             "sites are never shown to training and are scored over their whole record (split "
             "holdout). Site drivers are extracted from the same cube that is mapped.\n\n"
             "Median per-site skill:\n\n" + report.markdown_table(summ)
-            + f"\n\nModel: `model/` (weights sha256 `{model_sha[:16]}...`).")),
+            + f"\n\nModel package: `model/` (kind lstm, `model.json` sha256 "
+            f"`{model_sha[:16]}...`; map it over another daily cube with `globalflux map "
+            "model CUBE --out M.zarr`).")),
     ]
     sections.append(("The daily map", (
         f"`maps/efflux.zarr`: {n_days} days x {ny} x {nx} pixels, LSTM state carried across "

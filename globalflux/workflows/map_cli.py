@@ -2,8 +2,10 @@
 
 Wiring only: verify the package (:func:`globalflux.io.model_package.load_model`), open the cube
 (:func:`globalflux.io.store.open_dataset`), build the lazy map (:func:`globalflux.mapping.map_cube`:
-the same function every workflow maps with), write it block by block, resumably
-(:func:`globalflux.mapping.map_to_store`) on a LocalCluster or an existing scheduler, then
+the same function every workflow maps with; an LSTM package goes through
+:func:`globalflux.mapping.map_lstm`), write it block by block, resumably
+(:func:`globalflux.mapping.map_to_store`; whole time chains by
+:func:`globalflux.mapping.map_chains_to_store` for an LSTM) on a LocalCluster or an existing scheduler, then
 optionally COGs (``STORE/cog/``) and a STAC Collection with relative hrefs (``STORE/stac/``).
 Every check runs before anything is written; nothing is written outside ``--out``.
 """
@@ -114,7 +116,7 @@ def main(args) -> int:
     """Run the ``map`` subcommand (``args`` from :func:`globalflux.cli.build_parser`)."""
     from ..cluster import connect
     from ..io.model_package import load_model
-    from ..mapping import map_cube, map_to_store
+    from ..mapping import map_chains_to_store, map_cube, map_to_store, require_daily
     from ..provenance import provenance_attrs
 
     from ..io.paths import check_writable_dir
@@ -134,8 +136,12 @@ def main(args) -> int:
     model = load_model(args.model)
     pkg = model.package_
     cube = open_cube(args.cube)
+    lstm = pkg.kind == "lstm"
+    if lstm:  # a daily model: refuse any other time step, naming the cube
+        require_daily(cube, where=f"cube {args.cube}")
     chunks: Any = "auto"
-    if Path(args.cube).suffix not in (".yaml", ".yml"):  # a Zarr cube: open it at the map blocks
+    if not lstm and Path(args.cube).suffix not in (".yaml", ".yml"):
+        # a Zarr cube of a forest: open it at the map blocks (one read per block, no rechunk)
         from ..mapping import mapping_chunks, storage_chunks_of
 
         feats = [str(c) for c in getattr(model, "feature_names_in_", [])]
@@ -163,7 +169,12 @@ def main(args) -> int:
     client, cluster = connect(args.scheduler, None, timeout=args.scheduler_timeout)
     try:
         with client.as_current():
-            path = map_to_store(client, pieces, out, attrs=attrs, mask=mask, resume=args.resume)
+            if lstm:  # time chunks form chains (state carried): submit whole chains
+                path = map_chains_to_store(client, pieces, out, chain_dim="time", attrs=attrs,
+                                           mask=mask, resume=args.resume)
+            else:
+                path = map_to_store(client, pieces, out, attrs=attrs, mask=mask,
+                                    resume=args.resume)
     finally:
         client.close()
         if cluster is not None:

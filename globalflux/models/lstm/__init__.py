@@ -26,11 +26,13 @@ a checkpoint made with another configuration raises :class:`CheckpointError` nam
 Modules: :mod:`.network` (the torch module), :mod:`.scaling` (arcsinh + min-max, training data
 only), :mod:`.estimator` (:class:`LSTMRegressor`, :class:`LSTMEnsemble`), :mod:`.checkpoint`
 (write by rename, read with ``weights_only=True``), :mod:`.inference` (numpy-weight inference
-and the gridded :func:`predict_cube`).
+at sites, :func:`~.inference.model_inputs`).
 
-Gridded inference (:func:`predict_cube`) runs the network sequence to sequence over every pixel
-of a daily ``(time, y, x)`` cube, carrying the hidden and cell state from one time chunk to the
-next, with one Dask task chain per spatial chunk.
+Gridded inference is :func:`globalflux.mapping.apply_lstm_to_cube` / :func:`globalflux.mapping.map_lstm`
+(the one mapping path): the network runs sequence to sequence over every pixel of a daily
+``(time, y, x)`` cube, carrying the hidden and cell state from one time chunk to the next, with
+one Dask task chain per spatial chunk. :func:`predict_cube` and :func:`lstm_chunk` here are
+deprecated aliases of it.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from .checkpoint import (
     _read_meta,
     write_checkpoint,
 )
-from .inference import LSTMWeights, _run, model_inputs, predict_cube, resolve_device
+from .inference import LSTMWeights, _run, model_inputs, resolve_device
 from .network import EffluxLSTM, _torch
 from .scaling import Scaler
 
@@ -46,14 +46,22 @@ log = logging.getLogger("globalflux.lstm")
 
 
 def add_doy_features(ds: xr.Dataset, time_dim: str = "time") -> xr.Dataset:
-    """Add ``doy_sin`` and ``doy_cos``: the day of year on the unit circle (period 365.25 d).
+    """Add ``doy_sin`` and ``doy_cos``: the day of year on the unit circle, the sine and cosine
+    of :func:`globalflux.cube.day_of_year_angle` (the project's one encoding; ``doy_sin``
+    equals the cube variable ``sin_doy``).
 
     Works on site Datasets ``(site, time)`` and cubes ``(time, y, x)``; the new variables are
     1-D over ``time`` (they broadcast) and lazy-free (computed from the time coordinate only).
     """
-    t = ds[time_dim].dt.dayofyear.astype("float64")
-    ang = 2.0 * np.pi * (t - 1.0) / 365.25
-    return ds.assign(doy_sin=np.sin(ang).astype("float32"), doy_cos=np.cos(ang).astype("float32"))
+    from ...cube import day_of_year_angle
+
+    ang = day_of_year_angle(ds[time_dim].values)
+    attrs = {"units": "1"}
+    return ds.assign(
+        doy_sin=((time_dim,), np.sin(ang).astype("float32"),
+                 {**attrs, "long_name": "sine of day of year, sin(2 pi (DOY - 1) / 365.25)"}),
+        doy_cos=((time_dim,), np.cos(ang).astype("float32"),
+                 {**attrs, "long_name": "cosine of day of year, cos(2 pi (DOY - 1) / 365.25)"}))
 
 
 def _as_arrays(model: LSTMRegressor, X, y=None, static=None, *, need_target: bool):
@@ -656,7 +664,7 @@ class LSTMEnsemble:
 
     The prediction is the ensemble mean; the spread (standard deviation across members, ``ddof=1``;
     0 for one member) is the uncertainty at sites (:meth:`predict` with ``return_std``) and in
-    maps (:meth:`predict_cube`).
+    maps (:meth:`predict_cube`, :func:`globalflux.mapping.map_lstm`: ``<target>_sd``).
 
     Parameters
     ----------
@@ -747,19 +755,14 @@ class LSTMEnsemble:
     def predict_cube(self, ds: xr.Dataset, drivers: Sequence[str], statics: Sequence[str],
                      mask: xr.DataArray | None = None, time_chunk: int = 365, *,
                      name: str = "Rs", **kw) -> xr.Dataset:
-        """Lazy ensemble map: ``name`` (mean) and ``name_spread`` (standard deviation across
-        members), each ``(time, y, x)``; ``kw`` go to :func:`predict_cube` per member."""
+        """Lazy ensemble map: ``name`` (mean) and ``name_sd`` (standard deviation across
+        members, like the forests' spread across trees), each ``(time, y, x)``; the one LSTM
+        map path, :func:`globalflux.mapping.map_lstm` (``kw`` go to it)."""
+        from ...mapping import map_lstm
+
         self._check_fitted()
-        maps = [predict_cube(m, ds, drivers, statics, mask, time_chunk, name=name, **kw)
-                for m in self.members_]
-        stack = xr.concat(maps, dim="member")
-        mean = stack.mean("member")
-        std = (stack.std("member", ddof=1) if len(maps) > 1
-               else xr.where(np.isfinite(mean), 0.0, np.nan).astype(mean.dtype))
-        mean.attrs = {**maps[0].attrs, "long_name": f"LSTM ensemble mean ({len(maps)} members)"}
-        std.attrs = {"long_name": f"LSTM ensemble spread: standard deviation across {len(maps)} "
-                     "members", "lstm_time_chunk": int(time_chunk)}
-        return xr.Dataset({name: mean, f"{name}_spread": std})
+        return map_lstm(self, ds, mask=mask, time_chunk=time_chunk, check=False, name=name,
+                        drivers=drivers, statics=statics, **kw)
 
     def to_package(self) -> tuple[dict[str, Any], dict[str, bytes]]:
         """Member 0's section plus ``members`` (one weights payload per member, each member's
