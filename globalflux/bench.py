@@ -19,7 +19,18 @@ chunk pipeline     mapping.apply_to_cube + map_to_store from a Zarr predictor cu
                    map (read, predict with the fast forest, write, manifest), vs model-only
                    predict of the same pixels from memory: the end-to-end / model-only ratio.
 peak memory        (full) peak RSS of one LocalCluster worker mapping an area A and 10 A.
-scaling            (full) pipeline throughput with 1 and 2 LocalCluster workers.
+throughput         one predictor cube mapped through the real path (fused write graph, blocks
+                   of mapping.mapping_chunks): synchronous, LocalCluster 1 and 2 workers x 1
+                   thread, best of N; the ratios 1 worker / synchronous and 2 / 1 workers.
+cold start         the demo's zoned-forest package (lleaves engine, forests compiled when it
+                   was written): package write incl. compiling; load; first chunk; and a fresh
+                   worker with an empty compile cache: load + first block - a later block.
+LSTM map           mapping.apply_lstm_to_cube + map_chains_to_store (daily, state carried) on
+                   one driver cube: synchronous, 1 and 2 workers, ratios.
+global year        the write graph map_to_store builds for a 46 x 43200 x 86400 cube (lazy
+                   zeros at the map blocks, never computed): tasks; core-hours of a global year
+                   (628 M land pixels x 46 periods; x 365 days for the LSTM) at the measured
+                   1-worker rates.
 
 Functions are importable: :func:`run_suite` returns ``(table DataFrame, context dict)``.
 """
@@ -210,7 +221,10 @@ def bench_cold_start(rows, w, table, cols, *, quick: bool, tmp: Path):
         zone_factors=list(FACTORS), zone_classifier=ZoneClassifier(n_zones=4, n_iter=20),
         n_estimators=n_trees, eliminate=False, engine="lleaves", n_jobs=1, random_state=0,
     ).fit(table[cols], table["rh"].to_numpy("float64"), groups=table["site_id"].astype(str))
-    folder = write_package(tmp / "cold-start-model", model)
+    t = time.perf_counter()
+    folder = write_package(tmp / "cold-start-model", model)  # compiles the zone forests
+    _row(rows, "cold start", "write package incl. compiling zone forests", time.perf_counter() - t,
+         "s", zones=4, trees_per_zone=n_trees, note="once, at training time")
     # a map chunk's worth of rows, so every zone's table is large enough to use the compiled model
     P = pd.DataFrame(_pixel_rows(w.cube, cols, 100_000), columns=cols)
     old = os.environ.get("GLOBALFLUX_LLEAVES_CACHE")
@@ -234,10 +248,11 @@ def bench_cold_start(rows, w, table, cols, *, quick: bool, tmp: Path):
     size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
     _row(rows, "cold start", "load + verify zoned forest package", t_load, "s",
          zones=4, trees_per_zone=n_trees, package_mib=round(size, 2))
-    _row(rows, "cold start", "first chunk predict incl. compiling (empty cache)", t_first, "s",
-         pixels=len(P), note="once per worker and model; then cached per user")
+    _row(rows, "cold start", "first chunk predict, empty cache (package's compiled forests)",
+         t_first, "s", pixels=len(P), note="compiled when the package was written")
     _row(rows, "cold start", "first chunk predict, compiled forests cached", t_warm, "s",
          pixels=len(P))
+    return folder
 
 
 def bench_zones(rows, w, table, *, quick: bool):
@@ -409,26 +424,265 @@ def _map_on_cluster(model, cols, cube_path, out, n_workers, repeat=1):
 
 
 def bench_cluster(rows, model, cols, *, tmp: Path):
-    """Peak worker memory for area A vs 10 A, and 1 vs 2 workers (full mode)."""
+    """Peak worker memory for area A vs 10 A (full mode)."""
     nt = 8
     chunks = (nt, 128, 128)
     small, _ = _write_cube(tmp, nt, 256, 256, cols, chunks)
     big, _ = _write_cube(tmp, nt, 810, 810, cols, chunks)  # 10.0 x the area
     t_a, peak_a = _map_on_cluster(model, cols, small, tmp / "ma.zarr", 1)
-    t_b, peak_b = _map_on_cluster(model, cols, big, tmp / "mb.zarr", 1, repeat=2)
+    t_b, peak_b = _map_on_cluster(model, cols, big, tmp / "mb.zarr", 1)
     _row(rows, "peak memory", "worker peak RSS, area A (256x256x8)", peak_a / 2**20, "MiB",
          workers=1, threads=1)
     _row(rows, "peak memory", "worker peak RSS, area 10 A (810x810x8)", peak_b / 2**20, "MiB",
          workers=1, threads=1)
     _row(rows, "peak memory", "peak(10 A) / peak(A)", peak_b / peak_a, "ratio", target="<= 1.2")
-    t_2, _ = _map_on_cluster(model, cols, big, tmp / "m2.zarr", 2, repeat=2)
-    cells = nt * 810 * 810
-    _row(rows, "scaling", "1 worker x 1 thread", cells / t_b, "pixel-steps/s",
-         cube="8x810x810")
-    _row(rows, "scaling", "2 workers x 1 thread", cells / t_2, "pixel-steps/s",
-         cube="8x810x810")
-    _row(rows, "scaling", "speed-up 2 / 1 workers", t_b / t_2, "x",
-         cpus=os.cpu_count())
+    # 1 vs 2 workers: the throughput rows (bench_throughput), on the pipeline's cube
+
+
+# ------------------------------------------------------------------- cluster throughput (#15)
+
+#: a global 500 m, 8-day year of the zoned forest (issue 15): land pixels x periods
+GLOBAL_LAND_PIXELS = 628_000_000
+GLOBAL_PERIODS = 46
+GLOBAL_SHAPE = (43_200, 86_400)  # (y, x) of the 500 m sinusoidal grid
+
+
+def _cluster(n_workers: int, memory: str = "3GiB"):
+    from distributed import Client, LocalCluster
+
+    lc = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                      host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=memory,
+                      silence_logs=logging.WARNING)
+    return lc, Client(lc, set_as_default=False)
+
+
+def _map_forest(client, model, cols, cube_path, out, chunks) -> float:
+    """One map of the cube through the real path (map_cube's chunking, map_to_store); seconds."""
+    import dask
+
+    from .io.store import open_dataset
+    from .mapping import apply_to_cube, map_to_store, scatter_model
+
+    shutil.rmtree(out, ignore_errors=True)
+    cube = open_dataset(cube_path, chunks=chunks)  # opened at the map blocks, as globalflux map
+    est = model if client is None else scatter_model(client, model)
+    rh = apply_to_cube(est, cube, cols, as_frame=False, name="rh")
+    t = time.perf_counter()
+    if client is None:
+        with dask.config.set(scheduler="synchronous"):
+            map_to_store(None, {"rh": rh}, out, progress=False)
+    else:
+        with client.as_current():
+            map_to_store(client, {"rh": rh}, out, progress=False)
+    dt = time.perf_counter() - t
+    shutil.rmtree(out, ignore_errors=True)
+    return dt
+
+
+def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
+    """Synchronous pipeline vs a LocalCluster of 1 and 2 workers (1 thread each), all on the
+    SAME predictor cube with the SAME map blocks (:func:`globalflux.mapping.mapping_chunks`
+    for 2 workers); best of N. Returns the 1-worker rate (pixel-steps/s)."""
+    from .mapping import mapping_chunks
+
+    nt, ny, nx = (8, 512, 512) if quick else (23, 512, 512)
+    path, _ = _write_cube(tmp, nt, ny, nx, cols, (nt, 128, 128))
+    chunks = mapping_chunks({"time": nt, "y": ny, "x": nx}, len(cols), worker_memory="3GiB",
+                            workers=2, storage_chunks={"y": 128, "x": 128})
+    cells = nt * ny * nx
+    rep = 2 if quick else 3
+    cube = f"{nt}x{ny}x{nx}"
+    blocks = "x".join(str(v) for v in chunks.values())
+    t_s = min(_map_forest(None, model, cols, path, tmp / "ts.zarr", chunks) for _ in range(rep))
+    times = {}
+    for n in (1, 2):
+        lc, c = _cluster(n)
+        try:
+            _map_forest(c, model, cols, path, tmp / "tw.zarr", chunks)  # warm: compile, imports
+            times[n] = min(_map_forest(c, model, cols, path, tmp / f"t{n}.zarr", chunks)
+                           for _ in range(rep))
+        finally:
+            c.close()
+            lc.close()
+    _row(rows, "throughput", "pipeline synchronous", cells / t_s, "pixel-steps/s", cube=cube,
+         blocks=blocks, cores=1)
+    _row(rows, "throughput", "cluster 1 worker", cells / times[1], "pixel-steps/s", cube=cube,
+         blocks=blocks, threads=1)
+    _row(rows, "throughput", "cluster 2 workers", cells / times[2], "pixel-steps/s", cube=cube,
+         blocks=blocks, threads=2)
+    _row(rows, "throughput", "cluster 1 worker / synchronous", t_s / times[1], "ratio",
+         target=">= 0.8")
+    _row(rows, "throughput", "cluster 2 / 1 workers", times[1] / times[2], "ratio",
+         target=">= 1.7", cpus=os.cpu_count())
+    return cells / times[1]
+
+
+def _cold_probe(folder: str, P: pd.DataFrame) -> tuple[float, float, float]:
+    """Runs on a fresh worker: load + verify the package, first block, a later block (s)."""
+    from .io.model_package import load_model
+
+    t = time.perf_counter()
+    model = load_model(folder)
+    t_load = time.perf_counter() - t
+    t = time.perf_counter()
+    model.predict(P)
+    t_first = time.perf_counter() - t
+    t = time.perf_counter()
+    model.predict(P)
+    return t_load, t_first, time.perf_counter() - t
+
+
+def bench_cold_worker(rows, folder: Path, w, cols, *, tmp: Path) -> None:
+    """A fresh 1-worker LocalCluster with an empty compile cache maps one 100 k-pixel block with
+    the demo's zoned-forest package: cold start = load + first block - a later block."""
+    P = pd.DataFrame(_pixel_rows(w.cube, cols, 100_000), columns=cols)  # real pixels: all zones
+    old = os.environ.get("GLOBALFLUX_LLEAVES_CACHE")
+    os.environ["GLOBALFLUX_LLEAVES_CACHE"] = str(tmp / "cold-worker-cache")  # inherited by workers
+    try:
+        lc, c = _cluster(1)
+        try:
+            t_load, t_first, t_later = c.submit(_cold_probe, str(folder), P,
+                                                pure=False).result()
+        finally:
+            c.close()
+            lc.close()
+    finally:
+        if old is None:
+            os.environ.pop("GLOBALFLUX_LLEAVES_CACHE", None)
+        else:
+            os.environ["GLOBALFLUX_LLEAVES_CACHE"] = old
+    _row(rows, "cold start", "cold start per worker", t_load + t_first - t_later, "s",
+         target="<= 5", load=round(t_load, 3), first_block=round(t_first, 3),
+         later_block=round(t_later, 3), pixels=len(P), cache="empty")
+
+
+def bench_global_year(rows, model, cols, rate_1w: float, lstm_rate: float | None) -> None:
+    """The graph the real path builds for a global 46-period 86400 x 43200 year (lazy zeros on
+    the cube's default storage chunks; never computed) and core-hours from measured rates."""
+    import dask.array as dsa
+    import xarray as xr
+
+    from .mapping import apply_to_cube, mapping_chunks, plan_tasks
+
+    ny, nx = GLOBAL_SHAPE
+    sizes = {"time": GLOBAL_PERIODS, "y": ny, "x": nx}
+    # stored in 128 x 128 tiles (the cube recipe's fixed chunk_y/chunk_x), opened at the map
+    # blocks (as globalflux map opens a cube), 2 GiB workers (the LocalCluster default)
+    chunks = mapping_chunks(sizes, len(cols) + 1, worker_memory="2GiB",
+                            storage_chunks={"y": 128, "x": 128})
+    shape = (GLOBAL_PERIODS, ny, nx)
+    zeros = dsa.zeros(shape, chunks=tuple(chunks[d] for d in ("time", "y", "x")),
+                      dtype="float32")
+    ds = xr.Dataset({c: (("time", "y", "x"), zeros) for c in cols})
+    land = xr.DataArray(dsa.ones((ny, nx), chunks=(chunks["y"], chunks["x"]), dtype=bool),
+                        dims=("y", "x"))
+    t = time.perf_counter()
+    rh = apply_to_cube(model, ds, cols, mask=land, as_frame=False, name="rh")
+    plan = plan_tasks({"rh": rh})
+    dt = time.perf_counter() - t
+    _row(rows, "global year", "global year: tasks", plan["tasks"], "tasks", target="<= 100000",
+         blocks=plan["blocks"], tasks_per_block=plan["tasks_per_block"],
+         largest_graph=plan["largest_graph"], chunks="x".join(str(v) for v in chunks.values()),
+         cube=f"{GLOBAL_PERIODS}x{ny}x{nx}", built_s=round(dt, 1))
+    steps = GLOBAL_LAND_PIXELS * GLOBAL_PERIODS
+    _row(rows, "global year", "global year: projected core-hours (forest)",
+         steps / rate_1w / 3600, "core-hours", land_pixels=GLOBAL_LAND_PIXELS,
+         periods=GLOBAL_PERIODS, rate="cluster 1 worker")
+    if lstm_rate:
+        steps = GLOBAL_LAND_PIXELS * 365
+        _row(rows, "global year", "global year: projected core-hours (LSTM, daily)",
+             steps / lstm_rate / 3600, "core-hours", land_pixels=GLOBAL_LAND_PIXELS, days=365,
+             rate="LSTM cluster 1 worker")
+
+
+def bench_global_year_lstm(rows, weights, time_chunk: int = 122) -> None:
+    """The write graph map_chains_to_store builds for a global daily year of the LSTM (365 x
+    43200 x 86400, 2 drivers + 1 static, lazy zeros at the map blocks; never computed)."""
+    import dask.array as dsa
+    import xarray as xr
+
+    from .mapping import apply_lstm_to_cube, mapping_chunks, plan_tasks
+
+    ny, nx = GLOBAL_SHAPE
+    nt = 365
+    ch = mapping_chunks({"time": time_chunk, "y": ny, "x": nx}, 3, worker_memory="2GiB",
+                        storage_chunks={"y": 128, "x": 128})
+    t = time.perf_counter()
+    z = dsa.zeros((nt, ny, nx), chunks=(time_chunk, ch["y"], ch["x"]), dtype="float32")
+    s = dsa.zeros((ny, nx), chunks=(ch["y"], ch["x"]), dtype="float32")
+    ds = xr.Dataset({"a": (("time", "y", "x"), z), "b": (("time", "y", "x"), z),
+                     "s": (("y", "x"), s)},
+                    coords={"time": pd.date_range("2020-01-01", periods=nt)})
+    eff = apply_lstm_to_cube(weights, ds, ["a", "b"], ["s"], time_chunk=time_chunk,
+                             name="efflux")
+    plan = plan_tasks({"efflux": eff})
+    _row(rows, "global year", "global year: tasks (LSTM, daily)", plan["tasks"], "tasks",
+         blocks=plan["blocks"], tasks_per_block=plan["tasks_per_block"],
+         largest_graph=plan["largest_graph"], chunks=f"{time_chunk}x{ch['y']}x{ch['x']}",
+         cube=f"{nt}x{ny}x{nx}", built_s=round(time.perf_counter() - t, 1),
+         note="submitted in batches of <= 100000 tasks (whole chains)")
+
+
+def _lstm_map(client, weights, ds, out, time_chunk) -> float:
+    import dask
+
+    from .mapping import apply_lstm_to_cube, map_chains_to_store, scatter_model
+
+    shutil.rmtree(out, ignore_errors=True)
+    w = weights if client is None else scatter_model(client, weights)
+    eff = apply_lstm_to_cube(w, ds, ["a", "b"], ["s"], time_chunk=time_chunk, name="efflux")
+    t = time.perf_counter()
+    if client is None:
+        with dask.config.set(scheduler="synchronous"):
+            map_chains_to_store(None, {"efflux": eff}, out, progress=False)
+    else:
+        with client.as_current():
+            map_chains_to_store(client, {"efflux": eff}, out, progress=False)
+    dt = time.perf_counter() - t
+    shutil.rmtree(out, ignore_errors=True)
+    return dt
+
+
+def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:
+    """The LSTM map path (mapping.apply_lstm_to_cube + map_chains_to_store: daily, state carried
+    across time chunks) on one driver cube: synchronous, 1 and 2 workers. Returns the 1-worker
+    rate (pixel-steps/s) and the LSTM's weights."""
+    import xarray as xr
+
+    from .models.lstm import LSTMRegressor
+
+    rng = np.random.default_rng(0)
+    m = LSTMRegressor(drivers=("a", "b"), statics=("s",), epochs=1, batches_per_epoch=1,
+                      batch_size=8, num_threads=1, random_state=0).fit(
+        rng.normal(size=(4, 60, 2)), rng.normal(size=(4, 60)), static=rng.normal(size=(4, 1)))
+    nt, ny, nx = (60, 16, 16) if quick else (365, 64, 64)
+    ds = xr.Dataset({"a": (("time", "y", "x"), rng.normal(size=(nt, ny, nx)).astype("float32")),
+                     "b": (("time", "y", "x"), rng.normal(size=(nt, ny, nx)).astype("float32")),
+                     "s": (("y", "x"), rng.normal(size=(ny, nx)).astype("float32"))},
+                    coords={"time": pd.date_range("2020-01-01", periods=nt),
+                            "y": np.arange(ny) * 1.0, "x": np.arange(nx) * 1.0})
+    ds = ds.chunk({"time": -1, "y": ny // 2, "x": nx // 2})  # 4 spatial blocks: 2 per worker
+    tc = nt // 3
+    cells = nt * ny * nx
+    weights = m.weights()
+    t_s = _lstm_map(None, weights, ds, tmp / "ls.zarr", tc)
+    times = {}
+    for n in (1, 2):
+        lc, c = _cluster(n)
+        try:
+            _lstm_map(c, weights, ds, tmp / "lw.zarr", tc)  # warm (torch import, module build)
+            times[n] = _lstm_map(c, weights, ds, tmp / f"l{n}.zarr", tc)
+        finally:
+            c.close()
+            lc.close()
+    cube = f"{nt}x{ny}x{nx}"
+    _row(rows, "LSTM map", "pipeline synchronous", cells / t_s, "pixel-steps/s", cube=cube,
+         time_chunk=tc, hidden=128)
+    _row(rows, "LSTM map", "cluster 1 worker", cells / times[1], "pixel-steps/s", cube=cube)
+    _row(rows, "LSTM map", "cluster 2 workers", cells / times[2], "pixel-steps/s", cube=cube)
+    _row(rows, "LSTM map", "cluster 1 worker / synchronous", t_s / times[1], "ratio")
+    _row(rows, "LSTM map", "cluster 2 / 1 workers", times[1] / times[2], "ratio")
+    return cells / times[1], weights
 
 
 def run_suite(*, quick: bool = False, client=None, tmp: str | Path | None = None,
@@ -443,11 +697,16 @@ def run_suite(*, quick: bool = False, client=None, tmp: str | Path | None = None
         w, table, cols, fast = bench_forest(rows, quick=quick, loso=loso,
                                             num_leaves=31 if quick else 127)
         bench_zones(rows, w, table, quick=quick)
-        bench_cold_start(rows, w, table, cols, quick=quick, tmp=tmpdir)
+        package = bench_cold_start(rows, w, table, cols, quick=quick, tmp=tmpdir)
         if not quick:
             bench_zoned_forest(rows, w, table, cols, quick=quick)
         bench_lstm(rows, quick=quick)
         bench_zarr_and_pipeline(rows, fast, cols, quick=quick, tmp=tmpdir, client=client)
+        rate_1w = bench_throughput(rows, fast, cols, quick=quick, tmp=tmpdir)
+        bench_cold_worker(rows, package, w, cols, tmp=tmpdir)
+        lstm_rate, lstm_weights = bench_lstm_map(rows, quick=quick, tmp=tmpdir)
+        bench_global_year(rows, fast, cols, rate_1w, lstm_rate)
+        bench_global_year_lstm(rows, lstm_weights)
         if not quick:
             bench_cluster(rows, fast, cols, tmp=tmpdir)
     finally:

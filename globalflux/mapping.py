@@ -34,6 +34,23 @@ progress=True, fingerprint=None, max_graph_tasks=100_000) -> Path``
 ``graph_tasks(obj) -> int``
     Number of tasks in the graph of a lazy xarray/dask object.
 
+``mapping_chunks(sizes, n_variables, *, worker_memory=None, threads=1, workers=1,
+storage_chunks=None) -> dict``
+    THE decision of a map's block (= task = output chunk) shape: whole time axis, tiles as big
+    as a quarter of a worker's memory allows (capped), at least 4 blocks per thread, whole
+    storage chunks. :func:`map_cube` (``chunks="auto"``), ``globalflux map`` and the
+    workflows use it; its choice is logged.
+
+``plan_tasks(pieces) -> dict``
+    Blocks, fused tasks per block, total tasks and the largest submitted graph of the write
+    graph :func:`map_to_store` would build, without writing or computing anything.
+
+Performance (issue 15): :func:`map_to_store` submits, per batch, a graph culled to that
+batch's blocks and fused by Dask's array optimisation: one task per block (read every input
+chunk, predict, write, record) instead of ~19, which took the 1-worker LocalCluster from
+0.40 to 0.64-0.84 of the synchronous rate on a loaded 2-core machine
+(benchmarks/profile_map_cluster.py).
+
 Example
 -------
 >>> zone = zone_clf.predict_cube(cube, mask=land)                      # doctest: +SKIP
@@ -69,6 +86,11 @@ __all__ = [
     "map_to_store",
     "graph_tasks",
     "store_fingerprint",
+    "batch_graph",
+    "block_graph_tasks",
+    "mapping_chunks",
+    "storage_chunks_of",
+    "plan_tasks",
 ]
 
 log = logging.getLogger("globalflux")
@@ -103,23 +125,35 @@ def predict_block(*arrays: np.ndarray, estimator: Any, method: str, dtype: str, 
         cols.append(col)
     if not ok.any():
         return out
-    F = np.stack(cols, axis=0)  # (k, n) in the inputs' dtype
-    X = np.empty((m.size, len(feats)), dtype="float64")
-    step = 4096  # cache-sized blocks: a blocked transpose is ~2x faster than column writes
-    for s in range(0, m.size, step):
-        X[s:s + step] = F[:, s:s + step].T
-    del F
-    Xv = X if ok.all() else X[ok]
-    if columns is not None:
-        import pandas as pd
+    flat = out.reshape(-1, width) if width else out.reshape(-1)
+    # the (rows, k) float64 table is built and predicted one slice of pixels at a time: a big
+    # map block (see mapping_chunks) then needs only its inputs and output in memory, plus
+    # one slice's table, whatever its size
+    rows = max(1, int(PREDICT_ROWS))
+    for s0 in range(0, m.size, rows):
+        sl = slice(s0, min(s0 + rows, m.size))
+        oks = ok[sl]
+        if not oks.any():
+            continue
+        X = np.empty((sl.stop - sl.start, len(feats)), dtype="float64")
+        step = 4096  # cache-sized blocks: a blocked transpose is ~2x faster than column writes
+        for s in range(sl.start, sl.stop, step):
+            e = min(s + step, sl.stop)
+            X[s - sl.start:e - sl.start] = np.stack([c[s:e] for c in cols], axis=1)
+        Xv = X if oks.all() else X[oks]
+        if columns is not None:
+            import pandas as pd
 
-        Xv = pd.DataFrame(Xv, columns=list(columns))
-    pred = getattr(estimator, method)(Xv, **dict(method_kwargs or {}))
-    if width:
-        out.reshape(-1, width)[ok] = np.asarray(pred).astype(dtype, copy=False)
-    else:
-        out.reshape(-1)[ok] = np.asarray(pred).astype(dtype, copy=False)
+            Xv = pd.DataFrame(Xv, columns=list(columns))
+        pred = np.asarray(getattr(estimator, method)(Xv, **dict(method_kwargs or {})))
+        part = flat[sl]
+        part[oks] = pred.astype(dtype, copy=False)
     return out
+
+
+#: pixels per model call inside a block (bounds the float64 feature table: 16 features ->
+#: 32 MiB per slice); large enough that a compiled forest runs at full speed
+PREDICT_ROWS = 262_144
 
 
 def _predict_chunk(estimator: Any, *arrays: np.ndarray, method: str, out_dtype: str, fill: float,
@@ -158,6 +192,10 @@ def _is_lazy_model(obj: Any) -> bool:
 def scatter_model(client: Any, estimator: Any) -> Any:
     """Send a fitted model to every worker once; returns a Future usable as ``estimator``.
 
+    A forest of the lleaves engine is compiled here first (or taken from the per-user cache) and
+    its compiled object travels with it: a worker on the same kind of CPU starts without
+    compiling; one on another CPU compiles on its first block.
+
     Parameters
     ----------
     client
@@ -165,7 +203,22 @@ def scatter_model(client: Any, estimator: Any) -> Any:
     estimator
         Any picklable fitted estimator.
     """
+    for forest in _compiled_forests(estimator):
+        forest.compiled_object()  # compiled (or taken from the cache) once, here, not per worker
     return client.scatter(estimator, broadcast=True, hash=False)
+
+
+def _compiled_forests(estimator: Any) -> list[Any]:
+    """The lleaves-engine forests inside a (zoned/unified) forest model, or the model itself."""
+    found = []
+    parts = [estimator, getattr(estimator, "model_", None), getattr(estimator, "fallback_", None),
+             *dict(getattr(estimator, "models_", None) or {}).values()]
+    for p in parts:
+        f = getattr(p, "forest", p)
+        if getattr(f, "compile", False) and hasattr(f, "compiled_object") and \
+                getattr(f, "model_str_", None) is not None:
+            found.append(f)
+    return found
 
 
 def _canonical_dims(arrays) -> tuple[str, ...]:
@@ -314,6 +367,109 @@ def graph_tasks(obj: Any) -> int:
     return len(keys)
 
 
+# ------------------------------------------------------------------------------------ chunking
+
+
+#: most pixel-steps in one map block (at ~3 M pixel-steps/s per core: a few seconds per task)
+MAX_BLOCK_CELLS = 8_000_000
+#: fewest blocks per worker thread, so that every thread has work and the last ones balance
+MIN_BLOCKS_PER_THREAD = 4
+
+
+def _bytes(value: int | str | None, default: int = 2 * 2**30) -> int:
+    if value is None:
+        return default
+    if isinstance(value, int | float | np.integer):
+        return int(value)
+    from dask.utils import parse_bytes
+
+    return int(parse_bytes(str(value)))
+
+
+def _snap(target: int, storage: int, size: int) -> int:
+    """A tile length near ``target`` (not above it) made of whole storage chunks, or the largest
+    divisor of one storage chunk not above ``target`` when one is already too big."""
+    target = max(1, min(int(target), int(size)))
+    storage = max(1, min(int(storage), int(size)))
+    if storage <= target:
+        return storage * max(1, target // storage)
+    for k in range(-(-storage // target), storage + 1):  # the largest divisor <= target
+        if storage % k == 0:
+            if storage // k >= target // 2:
+                return storage // k
+            break
+    return target  # no divisor near the target (e.g. a prime length): an uneven split
+
+
+def mapping_chunks(sizes: Mapping[str, int], n_variables: int, *,
+                   worker_memory: int | str | None = None, threads: int = 1, workers: int = 1,
+                   storage_chunks: Mapping[str, int] | None = None,
+                   itemsize: int = 4) -> dict[str, int]:
+    """The chunk (= task, = output Zarr chunk) shape of a map: THE one place that decides it.
+
+    Every block holds the whole ``time`` axis (a pixel's series in one task) and a square-ish
+    ``(y, x)`` tile, as big as the memory allows: a block's inputs (``n_variables`` x
+    ``itemsize`` bytes per pixel-step, counted twice for decoding and broadcasting) plus its
+    float32 output must fit in a quarter of ``worker_memory`` per thread (Dask's spilling starts
+    at 60 %). Big blocks keep the per-task overhead of a distributed scheduler small (issue 15:
+    at 131 k pixel-steps per block a third of a 1-worker cluster's time was scheduling). The
+    block is capped at :data:`MAX_BLOCK_CELLS` pixel-steps and the tile is shrunk until there
+    are at least :data:`MIN_BLOCKS_PER_THREAD` blocks per thread, so every thread gets work.
+    Tiles are whole multiples of the cube's ``storage_chunks`` (or an even split of one), so
+    no stored chunk is read by two tasks.
+
+    Parameters
+    ----------
+    sizes
+        Dimension sizes of the map, e.g. ``{"time": 46, "y": 43200, "x": 86400}``.
+    n_variables
+        Input variables read per block (the model's features, plus mask and zone factors).
+    worker_memory
+        Memory limit of one worker (bytes or a string such as ``"2GiB"``); default 2 GiB (the
+        LocalCluster default of :func:`globalflux.cluster.connect`).
+    threads, workers
+        Threads per worker and workers.
+    storage_chunks
+        Chunk sizes of the stored cube along ``y``/``x`` (default: no constraint).
+    itemsize
+        Bytes per input value (4 for float32).
+
+    Returns
+    -------
+    dict
+        ``{"time": nt, "y": cy, "x": cx}`` (only the dims present in ``sizes``).
+    """
+    nt = int(sizes.get("time", 1))
+    ny, nx = int(sizes["y"]), int(sizes["x"])
+    mem = _bytes(worker_memory)
+    per_cell = 2 * max(1, int(n_variables)) * int(itemsize) + 8
+    budget = mem / (4 * max(1, int(threads)))
+    cells = int(min(budget / per_cell, MAX_BLOCK_CELLS))
+    pixels = max(1, cells // max(nt, 1))
+    min_blocks = MIN_BLOCKS_PER_THREAD * max(1, int(threads)) * max(1, int(workers))
+    pixels = max(1, min(pixels, (ny * nx) // min_blocks))
+    side = max(1, int(math.sqrt(pixels)))
+    st = dict(storage_chunks or {})
+    cy = _snap(min(ny, side), int(st.get("y", 1)) if st.get("y") else 1, ny)
+    cx = _snap(min(nx, max(1, pixels // cy)), int(st.get("x", 1)) if st.get("x") else 1, nx)
+    out = {"y": cy, "x": cx}
+    if "time" in sizes:
+        out = {"time": nt, **out}
+    log.info("map chunks %s: %d input variable(s), worker memory %.1f GiB x %d worker(s) x %d "
+             "thread(s), %.1f M pixel-steps per block", "x".join(str(v) for v in out.values()),
+             n_variables, mem / 2**30, workers, threads, nt * cy * cx / 1e6)
+    return out
+
+
+def storage_chunks_of(ds: xr.Dataset, names: Sequence[str]) -> dict[str, int]:
+    """The first chunk length along ``y``/``x`` of the first chunked variable in ``names``."""
+    for n in names:
+        v = ds[n]
+        if v.chunks is not None:
+            return {d: int(c[0]) for d, c in zip(v.dims, v.chunks) if d in ("y", "x")}
+    return {}
+
+
 # --------------------------------------------------------------------------------------- map_cube
 
 
@@ -403,6 +559,10 @@ def map_cube(
     applicability: bool = True,
     check: bool = True,
     name: str | None = None,
+    chunks: Mapping[str, int] | str | None = "auto",
+    worker_memory: int | str | None = None,
+    threads: int = 1,
+    workers: int = 1,
 ) -> xr.Dataset:
     """The map of a (packaged) model over a predictor cube, as a lazy Dataset.
 
@@ -436,6 +596,9 @@ def map_cube(
     name
         Name of the mapped variable; default the package's target name (``prediction``
         for an estimator without a package).
+    chunks
+        ``"auto"``: the blocks of :func:`mapping_chunks` (from the number of inputs and
+        ``worker_memory``, ``threads``, ``workers``); a dict: those chunks; None: the cube's own.
 
     Returns
     -------
@@ -456,6 +619,11 @@ def map_cube(
     if check:
         check_inputs(pkg, cube, features)
     ds = subset_cube(cube, bbox=bbox, time=time)
+    if chunks is not None and any(ds[f].chunks is not None for f in features):
+        want = dict(chunks) if not isinstance(chunks, str) else mapping_chunks(
+            ds.sizes, len(features) + 1, worker_memory=worker_memory, threads=threads,
+            workers=workers, storage_chunks=storage_chunks_of(ds, features))
+        ds = ds.chunk({d: c for d, c in want.items() if d in ds.dims})
     if mask is None and "land_mask" in ds:
         mask = ds["land_mask"].astype(bool)
     elif mask is not None:
@@ -597,8 +765,10 @@ def _write_block_task(ids: np.ndarray, *arrays: np.ndarray, path: str, layout_js
     from .io.store import StoreLayout, write_block
 
     layout = StoreLayout.from_json(layout_json)
-    flat = int(np.asarray(ids).reshape(-1)[0])
-    index = layout.block_index(flat)
+    if isinstance(ids, tuple):  # the block index itself (ArrayBlockIdDep)
+        index = tuple(int(i) for i in ids)
+    else:
+        index = layout.block_index(int(np.asarray(ids).reshape(-1)[0]))
     write_block(path, layout, index, dict(zip(names, arrays)))
     return np.ones((1,) * len(layout.dims), dtype="int8")
 
@@ -669,6 +839,82 @@ class _Progress:
                      self.done, self.total, 100.0 * self.done / max(self.total, 1), rate, eta)
 
 
+def batch_graph(status: Any, blocks: Sequence[tuple[int, ...]]) -> list[Any]:
+    """One Delayed per block of ``status`` (the write array of :func:`map_to_store`), from a
+    graph holding only those blocks' tasks, culled and fused.
+
+    The graph is culled to the blocks first (symbolically: nothing of the other blocks is
+    built), then Dask's array optimisation fuses each block's chain (read every input chunk,
+    predict, write, record) into one task. Measured on a 1-worker LocalCluster (issue 15), the
+    unfused graph ran 18 tasks per block (16 reads, predict, write) and a third of the wall
+    time went to scheduling them; fused, the scheduler sees one task per block.
+    """
+    import dask.array as dsa
+    from dask.delayed import Delayed
+
+    keys = [(status.name, *map(int, b)) for b in blocks]
+    dsk = dsa.optimize(status.__dask_graph__(), keys)
+    return [Delayed(k, dsk) for k in keys]
+
+
+def block_graph_tasks(status: Any) -> int:
+    """Tasks per block in the fused graph :func:`batch_graph` submits: the graph of the first
+    block alone, or, with two or more blocks, the growth from one block to two (tasks shared by
+    all blocks, such as the model key or the opened stores, counted once by the caller)."""
+    return sum(_graph_growth(status))
+
+
+def _graph_growth(status: Any) -> tuple[int, int]:
+    """``(per_block, shared)`` task counts of the fused graph, measured on blocks 0 and 1."""
+    import itertools
+
+    blocks = list(itertools.islice(np.ndindex(*status.numblocks), 2))
+    one = len(batch_graph(status, blocks[:1])[0].__dask_graph__())
+    if len(blocks) < 2:
+        return max(1, one), 0
+    two = len(batch_graph(status, blocks)[0].__dask_graph__())
+    per = max(1, two - one)
+    return per, max(0, one - per)
+
+
+def plan_tasks(pieces: Mapping[str, xr.DataArray], *,
+               max_graph_tasks: int = 100_000) -> dict[str, int]:
+    """The task count of the graph :func:`map_to_store` would build for ``pieces``, without
+    writing or computing anything: blocks, fused tasks per block (measured on block 0 of the
+    real write graph), total tasks, and the largest graph submitted at once."""
+    from .io.store import StoreLayout
+
+    ds = _assemble(pieces, None)
+    layout = StoreLayout.from_dataset(ds)
+    status = _write_graph(ds, layout, "/nonexistent/plan.zarr", "plan")
+    per_block, shared = _graph_growth(status)
+    batch = max(1, min(layout.nblocks, int((max_graph_tasks - shared) // per_block)))
+    return {"blocks": int(layout.nblocks), "tasks_per_block": int(per_block),
+            "shared_tasks": int(shared), "tasks": int(layout.nblocks * per_block + shared),
+            "largest_graph": int(batch * per_block + shared)}
+
+
+def _write_graph(ds: xr.Dataset, layout: Any, path: str, fp: str) -> Any:
+    """The lazy write array of :func:`map_to_store`: one block per task, status int8."""
+    import dask.array as dsa
+    from dask.layers import ArrayBlockIdDep
+
+    names = tuple(ds.data_vars)
+    # the block index enters each task as a literal (no array of block numbers): nothing but
+    # the inputs' reads stands between a block and its write, so the chain fuses to one task
+    ids = ArrayBlockIdDep(tuple((1,) * n for n in layout.numblocks))
+    ind = tuple(range(len(layout.dims)))
+    args: list[Any] = [ids, ind]
+    for n in names:
+        v = ds[n]
+        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
+    return dsa.blockwise(
+        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
+        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
+        names=names, name=f"write-{fp}",
+    )
+
+
 def map_to_store(
     client: Any,
     pieces: Mapping[str, xr.DataArray],
@@ -723,7 +969,6 @@ def map_to_store(
         The store exists and ``resume`` is False, or it belongs to another recipe/layout.
     """
     import dask
-    import dask.array as dsa
 
     from .io.store import finalize_store, is_complete, prepare_store, record_blocks
 
@@ -739,17 +984,7 @@ def map_to_store(
         return path
 
     names = tuple(ds.data_vars)
-    ids = dsa.from_array(_block_numbers(layout.numblocks), chunks=1, name=False)
-    ind = tuple(range(len(layout.dims)))
-    args: list[Any] = [ids, ind]
-    for n in names:
-        v = ds[n]
-        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
-    status = dsa.blockwise(
-        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
-        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
-        names=names, name=f"write-{fp}",
-    )
+    status = _write_graph(ds, layout, str(path), fp)
     todo = [layout.block_index(i) for i in range(layout.nblocks)]
     todo = [b for b in todo if b not in done]
     if mask is not None and todo:
@@ -764,21 +999,19 @@ def map_to_store(
              len(names), path, layout.nblocks, "x".join(map(str, layout.chunks)), len(todo),
              len(done))
     if todo:
-        total_tasks = graph_tasks(status)
-        per_block = max(total_tasks / max(layout.nblocks, 1), 1.0)
-        batch = max(1, min(len(todo), int(max_graph_tasks / per_block)))
+        per_block, shared = _graph_growth(status)
+        batch = max(1, min(len(todo), int((max_graph_tasks - shared) // per_block)))
         nbatch = math.ceil(len(todo) / batch)
         if nbatch > 1:
-            log.info("graph of %d tasks: submitting %d batches of <= %d blocks", total_tasks,
-                     nbatch, batch)
-        delayed = status.to_delayed(optimize_graph=False)
+            log.info("graph of %d tasks per block (fused): submitting %d batches of <= %d blocks",
+                     per_block, nbatch, batch)
         bar = _Progress(len(todo), f"map {path.name}", enabled=progress)
         for start in range(0, len(todo), batch):
-            part = [delayed[b] for b in todo[start:start + batch]]
+            part = batch_graph(status, todo[start:start + batch])
             if client is not None:
                 from distributed import as_completed
 
-                futures = client.compute(part)
+                futures = client.compute(part, optimize_graph=False)
                 try:
                     # as_completed looks up the current client; ours is not the default one
                     with client.as_current():
@@ -792,7 +1025,8 @@ def map_to_store(
                 # threaded scheduler: small sub-batches so the bar moves
                 sub = max(1, min(len(part), 16))
                 for s in range(0, len(part), sub):
-                    dask.compute(*part[s:s + sub])  # the configured local scheduler
+                    # the configured local scheduler
+                    dask.compute(*part[s:s + sub], optimize_graph=False)
                     bar.update(len(part[s:s + sub]))
     extra = {"globalflux_blocks": int(layout.nblocks)}
     finalize_store(path, layout, extra)
@@ -1257,7 +1491,6 @@ def map_chains_to_store(
     import itertools
 
     import dask
-    import dask.array as dsa
 
     from .io.store import finalize_store, is_complete, prepare_store, record_blocks
 
@@ -1272,17 +1505,7 @@ def map_chains_to_store(
         raise DataError(f"the map has no {chain_dim!r} dimension (dims {layout.dims})",
                         where="map_chains_to_store(chain_dim=)", fix="Name a dimension of the map.")
     names = tuple(ds.data_vars)
-    ids = dsa.from_array(_block_numbers(layout.numblocks), chunks=1, name=False)
-    ind = tuple(range(len(layout.dims)))
-    args: list[Any] = [ids, ind]
-    for n in names:
-        v = ds[n]
-        args.extend([v.data, tuple(layout.dims.index(d) for d in v.dims)])
-    status = dsa.blockwise(
-        _write_block_task, ind, *args, dtype="int8", concatenate=True, align_arrays=False,
-        adjust_chunks={i: 1 for i in ind}, path=str(path), layout_json=layout.to_json(),
-        names=names, name=f"write-{fp}",
-    )
+    status = _write_graph(ds, layout, str(path), fp)
     ci = layout.dims.index(chain_dim)
     todo = [b for b in (layout.block_index(i) for i in range(layout.nblocks)) if b not in done]
     if mask is not None and todo:
@@ -1303,21 +1526,21 @@ def map_chains_to_store(
              "in %d chains (%d done before)", len(names), path, layout.nblocks,
              "x".join(map(str, layout.chunks)), chain_dim, len(todo), len(chains), len(done))
     if todo:
-        per_block = max(graph_tasks(status) / max(layout.nblocks, 1), 1.0)
-        cap = max(1, int(max_graph_tasks / per_block))  # blocks per submission (whole chains)
+        per_block, shared = _graph_growth(status)  # fused tasks per block, shared ones
+        cap = max(1, int((max_graph_tasks - shared) // per_block))  # blocks per submission (whole chains)
         batches: list[list[tuple[int, ...]]] = [[]]
         for ch in chains:
             if batches[-1] and len(batches[-1]) + len(ch) > cap:
                 batches.append([])
             batches[-1].extend(ch)
-        delayed = status.to_delayed(optimize_graph=False)
         bar = _Progress(len(todo), f"map {path.name}", enabled=progress)
         for batch in batches:
-            part = [delayed[b] for b in batch]
+            part = batch_graph(status, batch)
+            delayed = dict(zip(batch, part))
             if client is not None:
                 from distributed import as_completed
 
-                futures = client.compute(part)
+                futures = client.compute(part, optimize_graph=False)
                 try:
                     with client.as_current():
                         for fut in as_completed(futures, loop=client.loop):
@@ -1331,11 +1554,11 @@ def map_chains_to_store(
                 for ch in [list(g) for _, g in itertools.groupby(batch, key=tile)]:
                     group.extend(delayed[b] for b in ch)
                     if len(group) >= 16:
-                        dask.compute(*group)
+                        dask.compute(*group, optimize_graph=False)
                         bar.update(len(group))
                         group = []
                 if group:
-                    dask.compute(*group)
+                    dask.compute(*group, optimize_graph=False)
                     bar.update(len(group))
     finalize_store(path, layout, {"globalflux_blocks": int(layout.nblocks)})
     log.info("store %s complete and consolidated", path)

@@ -177,7 +177,11 @@ def test_bench_quick_prints_a_table_with_context(tmp_path, capsys):
     assert "| benchmark | what | value | unit | notes |" in out
     for row in ("sklearn RF default (100 trees)", "fast forest lleaves", "ZoneClassifier.predict",
                 "predict_cube", "read predictor cube", "end-to-end / model-only",
-                "load + verify zoned forest package", "first chunk predict incl. compiling"):
+                "load + verify zoned forest package", "first chunk predict, empty cache",
+                "pipeline synchronous", "cluster 1 worker", "cluster 2 workers",
+                "cluster 1 worker / synchronous", "cluster 2 / 1 workers", "cold start per worker",
+                "global year: tasks", "global year: projected core-hours (forest)",
+                "global year: projected core-hours (LSTM, daily)"):
         assert row in out
     assert "chunks=8x128x128" in out and "dask=" in out and "cpu_count=" in out
     import json

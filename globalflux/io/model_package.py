@@ -15,7 +15,11 @@ payload files
     Only safe formats: ``.json``; ``.npz`` (numeric arrays, read with ``allow_pickle=False``);
     ``.txt`` (LightGBM model text); ``.skops`` (scikit-learn forests, read by skops with an
     explicit list of trusted types); ``.pt`` (a torch ``state_dict``, read with
-    ``weights_only=True``). Nothing is ever unpickled.
+    ``weights_only=True``); ``.so`` (a forest compiled by lleaves when the package was written,
+    with the CPU target it was built for in the forest's ``compiled`` section: after the sha256
+    check it is copied into the per-user verified cache of :mod:`globalflux.models.fast` and
+    loaded from there, and only when this machine's CPU target is the recorded one; elsewhere
+    the forest is compiled anew). Nothing is ever unpickled.
 
 Reading (:func:`read_package`) checks, before building anything: the folder holds
 ``model.json``; the manifest parses, has this format and a manifest version this globalflux
@@ -75,7 +79,7 @@ KINDS: dict[str, tuple[str, str]] = {
 }
 #: payload suffix -> format
 SAFE_SUFFIXES = {".json": "json", ".npz": "npz", ".txt": "lightgbm", ".skops": "skops",
-                 ".pt": "torch state_dict"}
+                 ".pt": "torch state_dict", ".so": "lleaves compiled forest"}
 _CLASS_KIND = {cls: kind for kind, (_, cls) in KINDS.items()}
 _CLASS_KIND["LSTMEnsemble"] = "lstm"  # read back by LSTMRegressor.from_package (``members``)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

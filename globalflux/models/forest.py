@@ -457,18 +457,30 @@ def forest_from_payload(section: dict[str, Any], data: bytes, name: str) -> Any:
                      fix="Rebuild the model package with this version of globalflux.")
 
 
-def _fitted_to_package(m: _FittedForest, stem: str) -> tuple[dict[str, Any], str, bytes]:
+def _fitted_to_package(m: _FittedForest, stem: str) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Section and payloads of one fitted forest. A compiled (lleaves) forest also carries its
+    compiled object (``STEM.so``) and the CPU target it was built for (``compiled``), so a
+    worker on the same kind of CPU starts without compiling; elsewhere it is rebuilt."""
     sec, fname, data = forest_to_payload(m.forest, stem)
+    payloads = {fname: data}
+    if getattr(m.forest, "compile", False) and hasattr(m.forest, "compiled_object"):
+        target, obj = m.forest.compiled_object()
+        payloads[f"{stem}.so"] = obj
+        sec["compiled"] = {"payload": f"{stem}.so", "target": dict(target)}
     sec.update(payload=fname, features=list(m.features),
                importances={str(k): float(v) for k, v in m.importances.items()},
                n_sites=int(m.n_sites), n_rows=int(m.n_rows),
                history=json_safe(m.history.to_dict(orient="list")))
-    return sec, fname, data
+    return sec, payloads
 
 
 def _fitted_from_package(sec: dict[str, Any], payloads: dict[str, bytes]) -> _FittedForest:
     name = sec["payload"]
     forest = forest_from_payload(sec, payloads[name], name)
+    comp = sec.get("compiled")
+    if comp and comp.get("payload") in payloads:  # sha256 verified by read_package
+        forest.compiled_object_ = payloads[comp["payload"]]
+        forest.compiled_target_ = {str(k): str(v) for k, v in dict(comp["target"]).items()}
     imp = pd.Series(sec["importances"], dtype="float64").reindex(sec["features"])
     hist = pd.DataFrame(sec.get("history") or {},
                         columns=["n_features", "dropped", "score", "accepted"])
@@ -731,13 +743,13 @@ class ZonedForestRegressor(_ForestBase):
         payloads: dict[str, bytes] = {}
         forests = {}
         for z, m in self.models_.items():
-            sec, fname, data = _fitted_to_package(m, f"forest_zone{int(z)}")
+            sec, pay = _fitted_to_package(m, f"forest_zone{int(z)}")
             forests[str(int(z))] = sec
-            payloads[fname] = data
+            payloads.update(pay)
         fallback = None
         if self.fallback_ is not None:
-            fallback, fname, data = _fitted_to_package(self.fallback_, "forest_fallback")
-            payloads[fname] = data
+            fallback, pay = _fitted_to_package(self.fallback_, "forest_fallback")
+            payloads.update(pay)
         zsec, zpay = self.zone_classifier_.to_package()
         payloads.update(zpay)
         section = {
@@ -890,11 +902,11 @@ class UnifiedForestRegressor(_ForestBase):
     def to_package(self) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The fitted model as a manifest section and one safe forest payload (no pickle)."""
         check_is_fitted(self)
-        sec, fname, data = _fitted_to_package(self.model_, "forest")
+        sec, payloads = _fitted_to_package(self.model_, "forest")
         section = {"class": "UnifiedForestRegressor", "params": self._params_json(),
                    **self._input_section(), "predictors": list(self.predictors_),
                    "forest": sec}
-        return section, {fname: data}
+        return section, payloads
 
     @classmethod
     def from_package(cls, section: dict[str, Any], payloads: dict[str, bytes]):

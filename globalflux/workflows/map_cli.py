@@ -60,9 +60,11 @@ def parse_time(text: str | None) -> tuple[Any, Any] | None:
     return start, end
 
 
-def open_cube(path: str | Path):
+def open_cube(path: str | Path, chunks: Any = None):
     """A predictor cube: a Zarr store written by globalflux (or any CF Zarr store with a CRS),
-    or a ``static_cube`` recipe (:func:`cube_from_recipe`)."""
+    or a ``static_cube`` recipe (:func:`cube_from_recipe`). ``chunks``: Dask chunks to open a
+    Zarr cube with (default its stored chunks); opening at the map blocks
+    (:func:`globalflux.mapping.mapping_chunks`) reads each block in one task, no rechunking."""
     import rioxarray  # noqa: F401
 
     from ..io.store import open_dataset
@@ -77,7 +79,7 @@ def open_cube(path: str | Path):
         raise InputFileError("is not a Zarr store", where=str(p),
                              fix="Give a Zarr predictor cube, e.g. RUN/maps/predictors.zarr.")
     try:
-        ds = open_dataset(p, chunks={})
+        ds = open_dataset(p, chunks=chunks if chunks is not None else {})
     except (OSError, ValueError, KeyError) as exc:
         raise InputFileError(f"cannot be opened as a Zarr cube ({exc.__class__.__name__}: {exc})",
                              where=str(p), fix="Give a Zarr predictor cube.") from None
@@ -136,7 +138,18 @@ def main(args) -> int:
     lstm = pkg.kind == "lstm"
     if lstm:  # a daily model: refuse any other time step, naming the cube
         require_daily(cube, where=f"cube {args.cube}")
-    ds = map_cube(model, cube, bbox=bbox, time=span)
+    chunks: Any = "auto"
+    if not lstm and Path(args.cube).suffix not in (".yaml", ".yml"):
+        # a Zarr cube of a forest: open it at the map blocks (one read per block, no rechunk)
+        from ..mapping import mapping_chunks, storage_chunks_of
+
+        feats = [str(c) for c in getattr(model, "feature_names_in_", [])]
+        if feats and all(f in cube for f in feats):
+            chunks = mapping_chunks(cube.sizes, len(feats) + 1, workers=2,  # connect()'s default
+                                    storage_chunks=storage_chunks_of(cube, feats))
+            cube = open_cube(args.cube, chunks={d: c for d, c in chunks.items()
+                                                if d in cube.dims})
+    ds = map_cube(model, cube, bbox=bbox, time=span, chunks=chunks)
     pieces = dict(ds.data_vars)
     mask = None
     if "land_mask" in cube:

@@ -505,7 +505,7 @@ def total_with_uncertainty(cfg_f, cfg_z, cfg_v, factors, records: pd.DataFrame, 
 def run(recipe, ctx) -> None:
     """Run the recipe (see the module docstring)."""
     from .. import report
-    from ..mapping import map_cube, map_to_store
+    from ..mapping import map_cube, map_to_store, mapping_chunks
     from ..provenance import provenance_attrs
     from ..validation import score
     from ..zones import k_selection_report, tamhane_t2
@@ -610,12 +610,13 @@ def run(recipe, ctx) -> None:
         with ctx.step(f"global RH map at {res} deg (Zarr, COG) and global total"):
             cube = cube0 if float(res) == res0 else global_static_cube(
                 cfg_cube.static_root, res, land_threshold=cfg_cube.land_threshold)
-            chunk = 360 if res >= 0.25 else 450
-            # compute the static layers once (regridding is the costly part), then map by chunk
-            cube = cube.load().chunk({"y": chunk, "x": chunk})
+            feats = list(Xg.columns)
+            # compute the static layers once (regridding is the costly part), then map by the
+            # blocks of the one chunk decision (mapping.mapping_chunks)
+            cube = cube.load()
+            cube = cube.chunk(mapping_chunks(cube.sizes, len(feats) + 1, workers=2))
             if cube.rio.crs is None:
                 cube = cube.rio.write_crs("EPSG:4326")
-            feats = list(Xg.columns)
             # the one mapping path (as `globalflux map model/ CUBE`): resumable, block by block
             mapped = map_cube(model, cube, quantiles=(0.05, 0.95))
             pieces = dict(mapped.data_vars)
