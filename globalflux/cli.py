@@ -284,6 +284,22 @@ _COMMANDS = {
 }
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A StreamHandler on whatever ``sys.stderr`` is when a record is emitted (not the stream of
+    the moment it was made): a replaced or closed stderr (Jupyter, pytest) never breaks logging."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def _configure_logging(*, quiet: bool, debug: bool) -> None:
     """globalflux's own messages go to stderr (warnings only with --quiet) and always in full to
     the run's log.txt; other libraries (distributed, ...) only show warnings unless --debug."""
@@ -292,7 +308,7 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
     for h in list(logger.handlers):
         if getattr(h, "_globalflux_cli", False):
             logger.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._globalflux_cli = True  # type: ignore[attr-defined]
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))

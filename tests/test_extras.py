@@ -38,10 +38,10 @@ def test_lstm_recipe_without_torch_exits_2_naming_the_extra(no_torch, capsys, tm
 
 
 def test_lstm_model_code_without_torch_raises_the_same_error(no_torch):
-    from globalflux.models import lstm
+    from globalflux.models.lstm.network import _torch  # every torch use of the package goes here
 
     with pytest.raises(MissingExtraError, match=r"\[lstm\]"):
-        lstm._torch()
+        _torch()
 
 
 def test_demo_recipe_needs_no_extra(no_torch, capsys):
