@@ -915,6 +915,22 @@ def _write_graph(ds: xr.Dataset, layout: Any, path: str, fp: str) -> Any:
     )
 
 
+def _compute_on_client(client: Any, part: list, bar: Any) -> None:
+    """Run one submitted batch on a distributed client, moving ``bar`` per finished block."""
+    from distributed import as_completed
+
+    futures = client.compute(part, optimize_graph=False)
+    try:
+        # as_completed looks up the current client; ours is not the default one
+        with client.as_current():
+            for fut in as_completed(futures, loop=client.loop):
+                fut.result()
+                bar.update()
+    finally:
+        for f in futures:
+            f.release()
+
+
 def map_to_store(
     client: Any,
     pieces: Mapping[str, xr.DataArray],
@@ -1009,18 +1025,7 @@ def map_to_store(
         for start in range(0, len(todo), batch):
             part = batch_graph(status, todo[start:start + batch])
             if client is not None:
-                from distributed import as_completed
-
-                futures = client.compute(part, optimize_graph=False)
-                try:
-                    # as_completed looks up the current client; ours is not the default one
-                    with client.as_current():
-                        for fut in as_completed(futures, loop=client.loop):
-                            fut.result()
-                            bar.update()
-                finally:
-                    for f in futures:
-                        f.release()
+                _compute_on_client(client, part, bar)
             else:
                 # threaded scheduler: small sub-batches so the bar moves
                 sub = max(1, min(len(part), 16))
@@ -1538,17 +1543,7 @@ def map_chains_to_store(
             part = batch_graph(status, batch)
             delayed = dict(zip(batch, part))
             if client is not None:
-                from distributed import as_completed
-
-                futures = client.compute(part, optimize_graph=False)
-                try:
-                    with client.as_current():
-                        for fut in as_completed(futures, loop=client.loop):
-                            fut.result()
-                            bar.update()
-                finally:
-                    for f in futures:
-                        f.release()
+                _compute_on_client(client, part, bar)
             else:  # threaded scheduler: whole chains per call, at least ~16 blocks at a time
                 group: list[Any] = []
                 for ch in [list(g) for _, g in itertools.groupby(batch, key=tile)]:
