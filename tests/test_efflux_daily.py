@@ -259,7 +259,7 @@ def test_reduced_run_writes_a_daily_map_with_units_crs_and_provenance(small_run)
 
 def test_reduced_run_writes_a_verified_lstm_package_and_no_pickle(small_run):
     from globalflux.io.model_package import read_package
-    from tests.test_model_package import _is_pickle
+    from test_model_package import _is_pickle
 
     pkg = read_package(small_run / "model")
     man = pkg.manifest

@@ -17,7 +17,7 @@ from globalflux.models.lstm.inference import model_inputs
 
 torch = pytest.importorskip("torch")
 
-from tests.test_lstm import arrays, small  # noqa: E402
+from test_lstm import arrays, small  # noqa: E402
 
 
 def test_package_round_trip_predicts_identically():

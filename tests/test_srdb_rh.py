@@ -160,6 +160,8 @@ def test_real_run_reduced(shared_data, tmp_path):
     shares = pd.read_csv(out / "metrics" / "applicability.csv")
     assert 0 <= shares["share_of_mapped_land_outside_aoa"].item() < 1
     assert 0 <= shares["share_of_total_outside_aoa"].item() < 1
+    rep = (out / "report.md").read_text()
+    assert "## Area of applicability" in rep and "of the mapped RH total" in rep
     pkg = read_package(out / "model")
     assert pkg.kind == "zoned_forest" and ds.attrs["model_sha256"] == pkg.checksum
     assert pkg.manifest["time_step"] == "annual" and pkg.applicability is not None

@@ -678,7 +678,8 @@ def run(recipe, ctx) -> None:
             records=records, sites=sites, factors=list(factors), qc_counts=qc_counts, ksel=ksel,
             t2=t2, zc=zc, skill=skill, side=side, results=results, validation=val, final=final,
             final_s=final_s, final_u=final_u, final_c=final_c, table_i=tab_i,
-            forest_spread=totals_df, maps_done=maps_done, total=tot, cov_df=cov_df), report)
+            forest_spread=totals_df, maps_done=maps_done, total=tot, cov_df=cov_df,
+            applicability=pd.DataFrame(aoa_rows)), report)
 
 
 @dataclass(frozen=True)
@@ -705,6 +706,7 @@ class SrdbRunResults:
     maps_done: list
     total: TotalResult | None
     cov_df: pd.DataFrame | None = None
+    applicability: pd.DataFrame | None = None
 
 
 ATTRIBUTION = (
@@ -939,6 +941,18 @@ def _report(ctx, recipe, r: SrdbRunResults, report) -> None:
                          "Land area with every predictor, per Köppen main group, of the written "
                          "maps (`metrics/map_coverage.csv`).\n\n"
                          + markdown_table(r.cov_df, floatfmt=".4g")))
+    if r.applicability is not None and len(r.applicability):
+        lines = [f"- {a.resolution_deg:g} deg: {a.share_of_mapped_land_outside_aoa:.1%} of the "
+                 f"mapped land area and {a.share_of_total_outside_aoa:.1%} of the mapped RH total "
+                 f"lie outside it (DI above the threshold {a.threshold_di:.3g})"
+                 for a in r.applicability.itertuples()]
+        sections.append((
+            "Area of applicability",
+            "Meyer and Pebesma (2021), as CAST's `trainDI`/`aoa`: `di` in the map store is the "
+            "importance-weighted, standardised distance of a pixel's predictors to the nearest "
+            "training record, divided by the mean distance between training records; `aoa` is 0 "
+            "where `di` exceeds the threshold taken from the cross-validated training DI "
+            "(`metrics/applicability.csv`).\n\n" + "\n".join(lines)))
     figs_list = sorted(p.name for p in ctx.figures.glob("*.png"))
     sections.append(("Figures", "\n".join(f"![{n}](figures/{n})" for n in figs_list)))
     report.write_report(ctx.out / "report.md", f"{recipe.name}: SRDB annual RH, zoned random forests",
