@@ -45,6 +45,8 @@ from .grid import BBox, GridSpec, grid_of, modis_8day_start, period_lengths
 __all__ = [
     "Resampling",
     "fill_nearest",
+    "fill_short_gaps",
+    "fill_short_gaps_dataset",
     "regrid",
     "static_cube",
     "STATIC_VARIABLES",
@@ -792,3 +794,41 @@ def fill_nearest(cube: xr.Dataset, variables: Sequence[str], *, max_km: float,
                                   "from the nearest valid pixel", "filled_variables": ",".join(done),
                                   "max_km": float(max_km)})
     return out, flag_da
+
+
+def fill_short_gaps(x: np.ndarray, days: int) -> np.ndarray:
+    """Linear interpolation across interior gaps of at most ``days`` missing days (1-D)."""
+    x = np.asarray(x, dtype="float64")
+    ok = np.isfinite(x)
+    if days <= 0 or ok.sum() < 2:
+        return x
+    idx = np.arange(x.size)
+    good = idx[ok]
+    filled = np.interp(idx, good, x[ok])
+    # length of the gap each missing day sits in: distance between the finite neighbours - 1
+    nxt = np.searchsorted(good, idx)  # first finite index >= idx
+    inside = (~ok) & (nxt > 0) & (nxt < good.size)
+    gap = np.zeros(x.size, dtype=int)
+    gap[inside] = good[nxt[inside]] - good[nxt[inside] - 1] - 1
+    out = x.copy()
+    use = inside & (gap <= days)
+    out[use] = filled[use]
+    return out
+
+
+def fill_short_gaps_dataset(ds: xr.Dataset, variables: list[str], days: int,
+                            dim: str = "time") -> xr.Dataset:
+    """:func:`fill_short_gaps` along ``dim`` for each of ``variables`` (every other dimension
+    kept, e.g. sites); the other variables are untouched."""
+    if days <= 0:
+        return ds
+    out = ds.copy()
+    for d in variables:
+        da = ds[d]
+        other = [x for x in da.dims if x != dim]
+        arr = da.transpose(*other, dim).values
+        flat = arr.reshape(-1, arr.shape[-1])
+        filled = np.stack([fill_short_gaps(a, days) for a in flat]).reshape(arr.shape)
+        out[d] = xr.DataArray(filled, dims=(*other, dim), coords=da.transpose(*other, dim).coords,
+                              attrs=da.attrs).transpose(*da.dims)
+    return out

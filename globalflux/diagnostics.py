@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
+from .validation import temporal_split  # the split lives with the other schemes
 
 __all__ = [
     "autocorrelation",
@@ -147,25 +148,6 @@ def score_by_class(obs, sim, labels, extra_masks: Mapping[str, np.ndarray] | Non
         rows.append({"class": name, "n": summ["n"], "rmse": summ["rmse"], "bias": summ["bias"],
                      "nse": summ["nse"], "kge": summ["kge"], "r": summ["r"]})
     return pd.DataFrame(rows)
-
-
-def temporal_split(obs, fraction: float = 0.8) -> np.ndarray:
-    """True for the training part of one site's daily series: days up to and including the
-    observed day at position ``round(fraction * n_obs)`` (in time); the rest is the test part.
-
-    ``obs`` is the site's daily target (NaN = not observed). The split is by the site's own
-    observed days, so gaps do not shift it. With fewer than 2 observed days everything trains.
-    """
-    o = np.asarray(obs, dtype="float64").ravel()
-    idx = np.flatnonzero(np.isfinite(o))
-    train = np.zeros(o.shape, dtype=bool)
-    if idx.size < 2:
-        train[:] = True
-        return train
-    n_train = int(round(fraction * idx.size))
-    n_train = min(max(n_train, 1), idx.size - 1)
-    train[: idx[n_train - 1] + 1] = True
-    return train
 
 
 def site_scores(obs, sim, train, prefix: str = "") -> dict[str, float]:

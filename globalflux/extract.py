@@ -24,7 +24,7 @@ import xarray as xr
 from .errors import DataError, GridError, RecipeError
 from .grid import grid_of, modis_8day_start
 
-__all__ = ["sample_points", "join_sites", "pixel_index"]
+__all__ = ["sample_points", "join_sites", "pixel_index", "sample_nearest_valid"]
 
 
 def _points_frame(points: pd.DataFrame) -> pd.DataFrame:
@@ -291,3 +291,26 @@ def _key(time, on: str) -> pd.DatetimeIndex:
     if on == "8day":
         return modis_8day_start(t)
     return t.normalize()
+
+
+def sample_nearest_valid(grid: xr.DataArray, lat: np.ndarray, lon: np.ndarray,
+                          radius: int = 2) -> np.ndarray:
+    """Value of a (y, x) grid at each site: the nearest cell; a NaN cell (coast) falls back to
+    the mean of the finite cells within ``radius`` cells (lat/lon in the grid's degrees)."""
+    ys = grid["y"].values
+    xs = grid["x"].values
+    out = np.full(lat.shape, np.nan)
+    for k, (la, lo) in enumerate(zip(lat, lon, strict=True)):
+        if not (np.isfinite(la) and np.isfinite(lo)):
+            continue
+        i = int(np.abs(ys - la).argmin())
+        j = int(np.abs(xs - lo).argmin())
+        v = float(grid.isel(y=i, x=j).values)
+        if np.isfinite(v):
+            out[k] = v
+            continue
+        block = np.asarray(grid.isel(y=slice(max(i - radius, 0), i + radius + 1),
+                                     x=slice(max(j - radius, 0), j + radius + 1)).values, float)
+        if np.isfinite(block).any():
+            out[k] = float(np.nanmean(block))
+    return out

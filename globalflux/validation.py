@@ -40,7 +40,7 @@ from .errors import DataError, ModelError
 
 __all__ = ["loso", "loso_folds", "spatial_block_folds", "cross_predict", "score",
            "location_groups", "record_kfold_folds", "scheme_folds", "validate_schemes",
-           "SCHEMES", "SCHEME_LABELS", "EARTH_RADIUS_KM"]
+           "SCHEMES", "SCHEME_LABELS", "EARTH_RADIUS_KM", "temporal_split"]
 
 #: The validation schemes, most optimistic first; the last is the headline.
 SCHEMES = ("record_kfold", "loso", "lolo")
@@ -497,3 +497,22 @@ def validate_schemes(
                              "bias": bias(o, q)})
     table = pd.DataFrame(rows, columns=["scheme", "model", "n", "n_groups", "r2", "rmse", "bias"])
     return table, preds
+
+
+def temporal_split(obs, fraction: float = 0.8) -> np.ndarray:
+    """True for the training part of one site's daily series: days up to and including the
+    observed day at position ``round(fraction * n_obs)`` (in time); the rest is the test part.
+
+    ``obs`` is the site's daily target (NaN = not observed). The split is by the site's own
+    observed days, so gaps do not shift it. With fewer than 2 observed days everything trains.
+    """
+    o = np.asarray(obs, dtype="float64").ravel()
+    idx = np.flatnonzero(np.isfinite(o))
+    train = np.zeros(o.shape, dtype=bool)
+    if idx.size < 2:
+        train[:] = True
+        return train
+    n_train = int(round(fraction * idx.size))
+    n_train = min(max(n_train, 1), idx.size - 1)
+    train[: idx[n_train - 1] + 1] = True
+    return train

@@ -427,3 +427,19 @@ def test_finalize_cube_aligns_auto_chunks_with_source_chunks():
     assert cy % 256 == 0 and cx % 256 == 0
     assert out.v.chunks[0] == (46,)
     assert 10 <= 46 * cy * cx * 4 / 2**20 <= 100
+
+
+def test_fill_short_gaps_fills_only_interior_gaps_up_to_the_limit():
+    from globalflux.cube import fill_short_gaps, fill_short_gaps_dataset
+
+    x = np.array([np.nan, 1, np.nan, 3, np.nan, np.nan, np.nan, 7.0, np.nan])
+    np.testing.assert_array_equal(fill_short_gaps(x, 1),
+                                  [np.nan, 1, 2, 3, np.nan, np.nan, np.nan, 7, np.nan])
+    np.testing.assert_array_equal(fill_short_gaps(x, 3), [np.nan, 1, 2, 3, 4, 5, 6, 7, np.nan])
+    ds = xr.Dataset({"Ts": (("time", "site"), np.stack([x, x[::-1]], axis=1)),
+                     "keep": (("time",), x)})
+    out = fill_short_gaps_dataset(ds, ["Ts"], 1)
+    assert out["Ts"].dims == ("time", "site")
+    np.testing.assert_array_equal(out["Ts"].values[:, 0], fill_short_gaps(x, 1))
+    np.testing.assert_array_equal(out["Ts"].values[:, 1], fill_short_gaps(x[::-1], 1))
+    np.testing.assert_array_equal(out["keep"].values, x)  # other variables untouched

@@ -128,3 +128,16 @@ def test_join_sites_by_day_and_static():
         join_sites(sample_points(ds, PTS), long.assign(site_id="other"))
     with pytest.raises(DataError, match="site table lacks columns"):
         join_sites(sample_points(ds, PTS), long.drop(columns="value"))
+
+
+def test_sample_nearest_valid_falls_back_to_the_neighbourhood_mean():
+    from globalflux.extract import sample_nearest_valid
+
+    v = np.arange(25, dtype="float64").reshape(5, 5)
+    v[2, 2] = np.nan
+    grid = xr.DataArray(v, dims=("y", "x"), coords={"y": np.arange(5.0), "x": np.arange(5.0)})
+    out = sample_nearest_valid(grid, np.array([1.1, 2.0, np.nan]), np.array([3.2, 2.0, 1.0]),
+                               radius=1)
+    assert out[0] == v[1, 3]
+    assert out[1] == np.nanmean(v[1:4, 1:4])  # the coast cell: mean of its finite neighbours
+    assert np.isnan(out[2])

@@ -26,7 +26,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ..cube import fill_short_gaps_dataset
 from ..errors import DataError, RecipeError
+from ..extract import sample_nearest_valid
 
 SECTIONS = ("sites", "lstm")
 
@@ -116,29 +118,6 @@ def _no_target(sid: str, target: str) -> DataError:
                      "data file and the QC summary.")
 
 
-def _sample_nearest_valid(grid: xr.DataArray, lat: np.ndarray, lon: np.ndarray,
-                          radius: int = 2) -> np.ndarray:
-    """Value of the nearest grid cell; a NaN cell (coast) falls back to the mean of the finite
-    cells within ``radius`` cells."""
-    ys = grid["y"].values
-    xs = grid["x"].values
-    out = np.full(lat.shape, np.nan)
-    for k, (la, lo) in enumerate(zip(lat, lon, strict=True)):
-        if not (np.isfinite(la) and np.isfinite(lo)):
-            continue
-        i = int(np.abs(ys - la).argmin())
-        j = int(np.abs(xs - lo).argmin())
-        v = float(grid.isel(y=i, x=j).values)
-        if np.isfinite(v):
-            out[k] = v
-            continue
-        block = np.asarray(grid.isel(y=slice(max(i - radius, 0), i + radius + 1),
-                                     x=slice(max(j - radius, 0), j + radius + 1)).values, float)
-        if np.isfinite(block).any():
-            out[k] = float(np.nanmean(block))
-    return out
-
-
 def _statics(ds: xr.Dataset, cfg) -> tuple[xr.Dataset, list[str], dict[str, str]]:
     """Add the static attributes as (site,) variables; expand igbp into one-hot columns."""
     names: list[str] = []
@@ -158,7 +137,7 @@ def _statics(ds: xr.Dataset, cfg) -> tuple[xr.Dataset, list[str], dict[str, str]
         layers = read_soilresp(Path(cfg.static_grids_path) / STATIC_FILES["soilresp"],
                                variables=tuple(g.upper() for g in grids))
         for g in grids:
-            vals = _sample_nearest_valid(layers[g].load(), lat, lon)
+            vals = sample_nearest_valid(layers[g].load(), lat, lon)
             ds[f"static_{g}"] = ("site", vals, {"units": layers[g].attrs.get("units", "")})
             names.append(f"static_{g}")
         notes["grids"] = ("MAT/MAP/SOC: nearest 0.5 deg cell of SoilRespirationPartitioning "
@@ -236,37 +215,6 @@ def _select(ds: xr.Dataset, cfg, static_names: list[str]) -> tuple[list[str], pd
                         fix=f"Lower lstm.min_days (now {cfg.min_days}) or check the drivers "
                         f"{site_drivers}.")
     return keep, table
-
-
-def fill_short_gaps(x: np.ndarray, days: int) -> np.ndarray:
-    """Linear interpolation across interior gaps of at most ``days`` missing days (1-D)."""
-    x = np.asarray(x, dtype="float64")
-    ok = np.isfinite(x)
-    if days <= 0 or ok.sum() < 2:
-        return x
-    idx = np.arange(x.size)
-    good = idx[ok]
-    filled = np.interp(idx, good, x[ok])
-    # length of the gap each missing day sits in: distance between the finite neighbours - 1
-    nxt = np.searchsorted(good, idx)  # first finite index >= idx
-    inside = (~ok) & (nxt > 0) & (nxt < good.size)
-    gap = np.zeros(x.size, dtype=int)
-    gap[inside] = good[nxt[inside]] - good[nxt[inside] - 1] - 1
-    out = x.copy()
-    use = inside & (gap <= days)
-    out[use] = filled[use]
-    return out
-
-
-def _gap_fill(ds: xr.Dataset, drivers: list[str], days: int) -> xr.Dataset:
-    if days <= 0:
-        return ds
-    out = ds.copy()
-    for d in drivers:
-        arr = ds[d].transpose("site", "time").values
-        out[d] = (("site", "time"), np.stack([fill_short_gaps(a, days) for a in arr]),
-                  ds[d].attrs)
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,7 +338,7 @@ def run(recipe, ctx) -> None:
         ds = ds.reindex(time=full)
         ds = add_doy_features(ds)
         site_drivers = [d for d in cfg.drivers if d in _SITE_DRIVERS]
-        ds = _gap_fill(ds, site_drivers, cfg.gap_fill_days)
+        ds = fill_short_gaps_dataset(ds, site_drivers, cfg.gap_fill_days)
         sites = [str(x) for x in ds["site"].values]
         hold = np.array([x in cfg.holdout_sites for x in sites])
         train_sites = [x for x, h in zip(sites, hold, strict=True) if not h]
