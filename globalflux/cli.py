@@ -105,7 +105,7 @@ def _add_map(sub) -> None:
     p = sub.add_parser("map", help="apply a model package to a predictor cube (resumable Zarr)")
     p.add_argument("model", help="model package folder (RUN/model)")
     p.add_argument("cube", help="predictor cube: a Zarr store (e.g. RUN/maps/predictors.zarr) "
-                   "or a static_cube recipe")
+                   "or a static_cube / stac_cube recipe (a STAC source, loaded lazily)")
     p.add_argument("--out", required=True, help="output Zarr store (must not exist unless --resume)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="address of an existing Dask scheduler (default: a LocalCluster)")

@@ -1367,6 +1367,24 @@ def _time_chunk_of(ds: xr.Dataset, names: Sequence[str], default: int = 365) -> 
     return int(default)
 
 
+def lstm_valid_pixels(cube: xr.Dataset, drivers: list[str], statics: list[str]) -> xr.DataArray:
+    """Pixels to map (lazy): the cube's ``land_mask`` when it has one, else pixels where every
+    static and the first spatial driver are finite on some day."""
+    if "land_mask" in cube:
+        return cube["land_mask"].astype(bool)
+    ok = None
+    for v in statics:
+        f = np.isfinite(cube[v])
+        ok = f if ok is None else ok & f
+    spatial = [v for v in drivers if {"y", "x"} <= set(cube[v].dims)]
+    if spatial:
+        f = np.isfinite(cube[spatial[0]]).any("time")
+        ok = f if ok is None else ok & f
+    if ok is None:
+        ok = xr.ones_like(cube["x"] * cube["y"], dtype=bool)
+    return ok.rename("land_mask")
+
+
 def map_lstm(
     model: Any,
     cube: xr.Dataset,
@@ -1430,9 +1448,9 @@ def map_lstm(
         check_inputs(pkg, cube, drivers + statics)
         require_daily(cube, where="cube")
     ds = subset_cube(cube, bbox=bbox, time=time)
-    if mask is None and "land_mask" in ds:
-        mask = ds["land_mask"].astype(bool)
-    elif mask is not None:
+    if mask is None:  # the same pixels every LSTM map takes (workflow or `globalflux map`)
+        mask = lstm_valid_pixels(ds, drivers, statics)
+    else:
         mask = subset_cube(mask.to_dataset(name="mask"), bbox=bbox)["mask"].astype(bool)
     target = dict(pkg.target) if pkg is not None else {}
     tname = str(name or target.get("name") or base.target)
@@ -1560,4 +1578,4 @@ def map_chains_to_store(
     return path
 
 
-__all__ += ["map_chains_to_store", "map_lstm"]
+__all__ += ["map_chains_to_store", "map_lstm", "lstm_valid_pixels"]

@@ -511,6 +511,20 @@ def test_stac_daily_cube_and_cosore_sites_train_and_map(tmp_path, capsys):
     assert not (out / "metrics" / "map_vs_truth.csv").exists()  # no answer key for real inputs
     assert "SYNTHETIC" not in (out / "report.md").read_text()
 
+    # the STAC source itself as CUBE: `globalflux map MODEL RECIPE` loads the items lazily onto
+    # the recipe's grid (nothing written but --out) and maps them like the stored cube
+    import yaml
+
+    rec = yaml.safe_load((REPO / "recipes" / "stac_modis_daily_lstm.yaml").read_text())
+    rec["cube"]["stac"].update(catalog=str(catalog), products=["lst_day"], sign="none",
+                               datetime="2013-03-01/2013-06-30")
+    rec["cube"]["grid"].update(resolution=0.25, bbox=[-119.5, 33.5, -117.5, 35.0])
+    (tmp_path / "stac_cube.yaml").write_text(yaml.safe_dump(rec))
+    assert main(["map", str(out / "model"), str(tmp_path / "stac_cube.yaml"),
+                 "--out", str(tmp_path / "from_stac.zarr")]) == 0, capsys.readouterr()
+    again = xr.open_zarr(tmp_path / "from_stac.zarr")
+    np.testing.assert_allclose(again["efflux"].values, ds["efflux"].values, rtol=1e-6, atol=1e-9)
+
 
 @pytest.mark.slow
 def test_map_cube_of_a_subregion_reproduces_the_map_with_daily_cogs(small_run, tmp_path):

@@ -193,24 +193,6 @@ def _enough_data(ds: xr.Dataset, cfg_l, where: str) -> xr.Dataset:
     return ds.sel(site=keep)
 
 
-def _valid_pixels(cube: xr.Dataset, drivers: list[str], statics: list[str]) -> xr.DataArray:
-    """Pixels to map (lazy): the cube's ``land_mask`` when it has one, else pixels where every
-    static and the first spatial driver are finite on some day."""
-    if "land_mask" in cube:
-        return cube["land_mask"].astype(bool)
-    ok = None
-    for v in statics:
-        f = np.isfinite(cube[v])
-        ok = f if ok is None else ok & f
-    spatial = [v for v in drivers if {"y", "x"} <= set(cube[v].dims)]
-    if spatial:
-        f = np.isfinite(cube[spatial[0]]).any("time")
-        ok = f if ok is None else ok & f
-    if ok is None:
-        ok = xr.ones_like(cube["x"] * cube["y"], dtype=bool)
-    return ok.rename("land_mask")
-
-
 def _open_store(path: Path) -> xr.Dataset:
     import rioxarray  # noqa: F401  (registers .rio)
 
@@ -228,7 +210,13 @@ def _open_store(path: Path) -> xr.Dataset:
 def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
     from ..diagnostics import site_scores, temporal_split
     from ..io.model_package import load_model
-    from ..mapping import map_chains_to_store, map_lstm, map_to_store, require_daily
+    from ..mapping import (
+        lstm_valid_pixels,
+        map_chains_to_store,
+        map_lstm,
+        map_to_store,
+        require_daily,
+    )
     from ..metrics import kge, nse, pearson_r
     from ..models.lstm import LSTMEnsemble, LSTMRegressor
     from ..provenance import provenance_attrs
@@ -276,7 +264,7 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
             long, sites = read_site_table(cfg_m.sites_file, cfg_l.target)
             sites = _sites_inside(cube, sites, where=f"efflux_map.sites_file {cfg_m.sites_file}")
             long = long[long["site_id"].isin(set(sites["site_id"]))]
-            land = _valid_pixels(cube, drivers, statics)
+            land = lstm_valid_pixels(cube, drivers, statics)
     else:
         with step("build the SYNTHETIC daily world"):
             world = make_daily_world(cfg_w)
@@ -389,7 +377,7 @@ def run(recipe, ctx) -> None:  # noqa: PLR0915 - a linear list of stages
     target_cube = cube if other is None else other
     with step("map daily efflux with Dask into Zarr (state carried across time chunks)"):
         mcube = target_cube
-        mland = land.astype(bool) if other is None else _valid_pixels(other, drivers, statics)
+        mland = land.astype(bool) if other is None else lstm_valid_pixels(other, drivers, statics)
         # the one LSTM map path, as `globalflux map model/ CUBE` takes it
         mapped = map_lstm(packaged, mcube, mask=mland, time_chunk=cfg_m.time_chunk,
                           device=cfg_l.device, torch_threads=cfg_l.num_threads)

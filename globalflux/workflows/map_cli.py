@@ -62,7 +62,7 @@ def parse_time(text: str | None) -> tuple[Any, Any] | None:
 
 def open_cube(path: str | Path, chunks: Any = None):
     """A predictor cube: a Zarr store written by globalflux (or any CF Zarr store with a CRS),
-    or a ``static_cube`` recipe (:func:`cube_from_recipe`). ``chunks``: Dask chunks to open a
+    or a ``static_cube`` or ``stac_cube`` recipe (:func:`cube_from_recipe`; a STAC source). ``chunks``: Dask chunks to open a
     Zarr cube with (default its stored chunks); opening at the map blocks
     (:func:`globalflux.mapping.mapping_chunks`) reads each block in one task, no rechunking."""
     import rioxarray  # noqa: F401
@@ -89,8 +89,9 @@ def open_cube(path: str | Path, chunks: Any = None):
 
 
 def cube_from_recipe(path: str | Path):
-    """The lazy cube of a ``static_cube`` recipe, built as that workflow builds it (the same
-    library calls) but not written: map chunks read the static sources directly."""
+    """The lazy cube of a ``static_cube`` or ``stac_cube`` recipe (STAC items or local rasters),
+    built as that workflow builds it (the same library calls) but not written: map chunks read
+    the sources directly."""
     from ..cube import finalize_cube, static_cube
     from ..grid import make_grid
     from ..io.static_grids import open_static_sources
@@ -98,9 +99,13 @@ def cube_from_recipe(path: str | Path):
     from ..provenance import provenance_attrs
 
     recipe = validate(path)
+    if recipe.workflow == "stac_cube":  # a STAC source (or local rasters), loaded lazily
+        from .stac_cube import build_cube
+
+        return build_cube(recipe)
     if recipe.workflow != "static_cube":
         raise InputFileError(f"is a {recipe.workflow} recipe; a CUBE recipe must be a static_cube "
-                             "recipe", where=str(path),
+                             "or stac_cube recipe", where=str(path),
                              fix=f"Run `globalflux run {path} --out RUN` and pass the Zarr cube "
                              "it writes under RUN/maps/.")
     cfg = recipe.cube

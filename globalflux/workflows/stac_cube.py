@@ -26,7 +26,7 @@ import xarray as xr
 
 from ..errors import DataError, InputFileError, RecipeError
 
-__all__ = ["SECTIONS", "run", "open_raster_sources", "derive"]
+__all__ = ["SECTIONS", "run", "open_raster_sources", "derive", "build_cube"]
 
 SECTIONS = ("cube",)
 
@@ -126,12 +126,63 @@ def derive(arrays: dict[str, xr.DataArray], cfg) -> xr.Dataset:
     return ds
 
 
-def run(recipe, ctx) -> None:
+def _no_step(_what: str):
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def build_cube(recipe, step=None):
+    """The lazy predictor cube of a ``stac_cube`` recipe (``cube.source: stac`` or ``rasters``):
+    the items or files opened lazily onto the recipe's grid, indices, time steps and statistics
+    derived, provenance attached; nothing is computed or written. The workflow writes it;
+    ``globalflux map MODEL RECIPE`` maps it directly. ``step``: a context-manager factory for
+    logged steps (``ctx.step``), or None."""
     from ..cube import finalize_cube
+    from ..grid import make_grid
+    from ..provenance import provenance_attrs
+
+    ctx_step = step if step is not None else _no_step
+    cfg = recipe.cube
+    grid = make_grid(cfg.grid.crs, cfg.grid.resolution, cfg.grid.bbox)
+    if cfg.source == "stac":
+        from ..io.products import product
+        from ..io.stac import item_ids, load_products, search_items
+
+        prods = [product(p) for p in cfg.stac.products]
+        collections = sorted({p.collection for p in prods})
+        with ctx_step(f"search {cfg.stac.catalog} for {collections}"):
+            items = search_items(cfg.stac.catalog, collections=collections, bbox=_lonlat_bbox(grid),
+                                 datetime=cfg.stac.datetime, max_items=cfg.stac.max_items)
+            log.info("%d items", len(items))
+        patch = _signer(cfg.stac.sign)
+        with ctx_step("load items lazily with odc-stac"):
+            loaded = load_products(items, prods, grid, groupby=cfg.stac.groupby, patch_url=patch,
+                                   chunks={"time": 1, "y": cfg.stac.load_chunk, "x": cfg.stac.load_chunk})
+        arrays = {k: loaded[k] for k in loaded.data_vars}
+        inputs = {"stac_items": ", ".join(item_ids(items))}
+    elif cfg.source == "rasters":
+        with ctx_step("open raster sources lazily"):
+            arrays, inputs = open_raster_sources(cfg, grid)
+    else:
+        raise RecipeError(f"cube.source is {cfg.source!r}", where="cube.source",
+                          fix="The stac_cube workflow builds source: stac or rasters; use static_cube for "
+                          "the static grids.")
+    with ctx_step("derive indices, time steps and statistics"):
+        ds = derive(arrays, cfg)
+        chunks = None
+        if cfg.chunking == "fixed":
+            chunks = {"time": cfg.chunk_time if cfg.chunk_time > 0 else ds.sizes.get("time", 1),
+                      "y": cfg.chunk_y, "x": cfg.chunk_x}
+        ds = finalize_cube(ds, grid, attrs=provenance_attrs(recipe=recipe, inputs=inputs), chunks=chunks,
+                           target_mb=cfg.chunk_mb)
+    return ds
+
+
+def run(recipe, ctx) -> None:
     from ..extract import sample_points
     from ..grid import make_grid
     from ..io.store import open_dataset, write_cube
-    from ..provenance import provenance_attrs
     from ..report import markdown_table, write_report
     from .static_cube import read_points, summarise
 
@@ -141,37 +192,7 @@ def run(recipe, ctx) -> None:
     if ctx.resume and store.exists():
         log.info("resume: %s exists, not rebuilt", store)
     else:
-        if cfg.source == "stac":
-            from ..io.products import product
-            from ..io.stac import item_ids, load_products, search_items
-
-            prods = [product(p) for p in cfg.stac.products]
-            collections = sorted({p.collection for p in prods})
-            with ctx.step(f"search {cfg.stac.catalog} for {collections}"):
-                items = search_items(cfg.stac.catalog, collections=collections, bbox=_lonlat_bbox(grid),
-                                     datetime=cfg.stac.datetime, max_items=cfg.stac.max_items)
-                log.info("%d items", len(items))
-            patch = _signer(cfg.stac.sign)
-            with ctx.step("load items lazily with odc-stac"):
-                loaded = load_products(items, prods, grid, groupby=cfg.stac.groupby, patch_url=patch,
-                                       chunks={"time": 1, "y": cfg.stac.load_chunk, "x": cfg.stac.load_chunk})
-            arrays = {k: loaded[k] for k in loaded.data_vars}
-            inputs = {"stac_items": ", ".join(item_ids(items))}
-        elif cfg.source == "rasters":
-            with ctx.step("open raster sources lazily"):
-                arrays, inputs = open_raster_sources(cfg, grid)
-        else:
-            raise RecipeError(f"cube.source is {cfg.source!r}", where="cube.source",
-                              fix="The stac_cube workflow builds source: stac or rasters; use static_cube for "
-                              "the static grids.")
-        with ctx.step("derive indices, time steps and statistics"):
-            ds = derive(arrays, cfg)
-            chunks = None
-            if cfg.chunking == "fixed":
-                chunks = {"time": cfg.chunk_time if cfg.chunk_time > 0 else ds.sizes.get("time", 1),
-                          "y": cfg.chunk_y, "x": cfg.chunk_x}
-            ds = finalize_cube(ds, grid, attrs=provenance_attrs(recipe=recipe, inputs=inputs), chunks=chunks,
-                               target_mb=cfg.chunk_mb)
+        ds = build_cube(recipe, step=ctx.step)
         if ctx.scheduler:
             ctx.client()
         with ctx.step(f"write {store}"):
