@@ -192,3 +192,61 @@ def test_map_coverage_counts_land_with_every_predictor():
     assert allrow["predicted_km2"] == pytest.approx(w[ok].sum() / 1e6)
     assert set(cov["group"]) == {"C temperate", "D cold", "all land"}
     assert (cov["predicted_share"] <= 1).all()
+
+
+REDUCED = ["forest.n_estimators=10", "forest.eliminate=false", "validation.schemes=[record_kfold]",
+           "validation.k_folds=3", "validation.bootstrap=2", "forest.map_resolutions=[0.5]",
+           "zones.k_range=[2,3]", "zones.n_iter=10", "report.figures=false"]
+
+
+def _srdb_args(shared_data, out) -> list[str]:
+    args = ["run", str(RECIPE), "--out", str(out), "--quiet",
+            "--set", f"sites.srdb_path={shared_data / 'srdb'}",
+            "--set", f"sites.gsbe_path={shared_data / 'gsbe'}",
+            "--set", f"cube.static_root={shared_data / 'grids'}"]
+    for s in REDUCED:
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_sigkill_during_the_map_step_then_resume_gives_identical_stores(shared_data, tmp_path):
+    """The SRDB maps go through the one resumable mapping path: SIGKILL the whole run once its
+    map step has started, `--resume`, and every map store equals an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "globalflux.cli", *_srdb_args(shared_data, killed)]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = killed / "log.txt"
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 600:
+            if proc.poll() is not None:
+                break
+            if log.is_file() and "global RH map at 0.5 deg" in log.read_text(errors="replace"):
+                time.sleep(0.5)  # inside the map step
+                break
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before its map step could be killed"
+    store = killed / "maps" / "rh_0p5deg.zarr"
+    assert not (store.is_dir() and xr.open_zarr(store).attrs.get("globalflux_complete") == "true")
+    assert main(_srdb_args(shared_data, killed) + ["--resume"]) == 0
+    whole = tmp_path / "whole"
+    assert main(_srdb_args(shared_data, whole)) == 0
+    for name in ("rh_0p5deg.zarr", "rh_total_0p5deg.zarr"):
+        a, b = xr.open_zarr(killed / "maps" / name), xr.open_zarr(whole / "maps" / name)
+        assert set(a.data_vars) == set(b.data_vars)
+        for v in a.data_vars:
+            np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=f"{name}:{v}")
