@@ -26,8 +26,13 @@ def _pieces():
     return {"v": da.rio.write_crs("EPSG:4326").chunk({"y": 2, "x": 2})}
 
 
-def test_mapping_shows_a_bar_from_python(tmp_path, capsys):
+def test_mapping_shows_a_bar_from_python(tmp_path, capsys, monkeypatch):
     from globalflux.mapping import map_to_store
+
+    # only the bar on stderr: an earlier CLI call in this process may have put globalflux's own
+    # log (INFO, with its text progress lines for log.txt) on stderr as well
+    monkeypatch.setattr(logging.getLogger("globalflux"), "handlers", [])
+    monkeypatch.setattr(logging.getLogger("globalflux"), "propagate", False)
 
     map_to_store(None, _pieces(), tmp_path / "a.zarr")
     assert "block" in capsys.readouterr().err  # tqdm: "map a.zarr: ... 4/4 [..., block/s]"
