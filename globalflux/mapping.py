@@ -915,6 +915,23 @@ def _write_graph(ds: xr.Dataset, layout: Any, path: str, fp: str) -> Any:
     )
 
 
+def _blocks_to_compute(layout: Any, done: Any, mask: Any, client: Any, path: Path) -> list:
+    """Blocks not yet written; blocks with no land under ``mask`` are recorded as fill (never
+    computed) and left out."""
+    from .io.store import record_blocks
+
+    todo = [b for b in (layout.block_index(i) for i in range(layout.nblocks)) if b not in done]
+    if mask is not None and todo:
+        empty = _land_blocks(mask, layout, client)
+        skip = [b for b in todo if b in empty]
+        if skip:
+            record_blocks(path, skip)
+            log.info("%d of %d blocks have no land: recorded as fill without computing",
+                     len(skip), layout.nblocks)
+        todo = [b for b in todo if b not in empty]
+    return todo
+
+
 def _compute_on_client(client: Any, part: list, bar: Any) -> None:
     """Run one submitted batch on a distributed client, moving ``bar`` per finished block."""
     from distributed import as_completed
@@ -986,7 +1003,7 @@ def map_to_store(
     """
     import dask
 
-    from .io.store import finalize_store, is_complete, prepare_store, record_blocks
+    from .io.store import finalize_store, is_complete, prepare_store
 
     if not manifest:
         raise StoreError("map_to_store always writes a manifest", where="map_to_store(manifest=)",
@@ -1001,16 +1018,7 @@ def map_to_store(
 
     names = tuple(ds.data_vars)
     status = _write_graph(ds, layout, str(path), fp)
-    todo = [layout.block_index(i) for i in range(layout.nblocks)]
-    todo = [b for b in todo if b not in done]
-    if mask is not None and todo:
-        empty = _land_blocks(mask, layout, client)
-        skip = [b for b in todo if b in empty]
-        if skip:
-            record_blocks(path, skip)
-            log.info("%d of %d blocks have no land: recorded as fill without computing",
-                     len(skip), layout.nblocks)
-        todo = [b for b in todo if b not in empty]
+    todo = _blocks_to_compute(layout, done, mask, client, path)
     log.info("mapping %d variable(s) into %s: %d blocks of %s, %d to compute (%d done before)",
              len(names), path, layout.nblocks, "x".join(map(str, layout.chunks)), len(todo),
              len(done))
@@ -1515,7 +1523,7 @@ def map_chains_to_store(
 
     import dask
 
-    from .io.store import finalize_store, is_complete, prepare_store, record_blocks
+    from .io.store import finalize_store, is_complete, prepare_store
 
     path = Path(store_path).absolute()
     ds = _assemble(pieces, attrs)
@@ -1530,15 +1538,7 @@ def map_chains_to_store(
     names = tuple(ds.data_vars)
     status = _write_graph(ds, layout, str(path), fp)
     ci = layout.dims.index(chain_dim)
-    todo = [b for b in (layout.block_index(i) for i in range(layout.nblocks)) if b not in done]
-    if mask is not None and todo:
-        empty = _land_blocks(mask, layout, client)
-        skip = [b for b in todo if b in empty]
-        if skip:
-            record_blocks(path, skip)
-            log.info("%d of %d blocks have no land: recorded as fill without computing",
-                     len(skip), layout.nblocks)
-        todo = [b for b in todo if b not in empty]
+    todo = _blocks_to_compute(layout, done, mask, client, path)
 
     def tile(b: tuple[int, ...]) -> tuple[int, ...]:
         return b[:ci] + b[ci + 1:]
