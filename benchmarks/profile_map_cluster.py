@@ -1,14 +1,16 @@
 """Where the time of a map goes: synchronous vs a 1-worker LocalCluster on the same cube.
 
-    python benchmarks/profile_map_cluster.py [--blocks 8x128x256] [--report DIR]
+    python benchmarks/profile_map_cluster.py [--blocks 8x128x256] [--report DIR] [--malloc dask]
 
 Writes a predictor cube (8x512x512, 16 float32 variables, 128x128 storage tiles, SYNTHETIC
 random values), fits the fast forest on the synthetic world, then maps the cube through the real
 path (``apply_to_cube`` + ``map_to_store``): twice with Dask's synchronous scheduler (cProfile of
 a third run printed), then three times on a LocalCluster with one worker x one thread, with a
 ``distributed.performance_report`` per run (``--report``) and the task stream summed per task
-prefix: compute seconds inside tasks vs the wall time of the run. Used for issue 15 (see
-benchmarks/results/bench/README.md).
+prefix: compute seconds inside tasks vs the wall time of the run, and the minor page faults per
+run in each process. ``--malloc dask`` starts the worker with Dask's default malloc environment
+(``MALLOC_TRIM_THRESHOLD_=65536``) instead of globalflux's (``cluster.WORKER_MALLOC``). Used for
+issue 15 (see benchmarks/results/bench/README.md).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
-import logging
 import pstats
 import shutil
 import tempfile
@@ -35,6 +36,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--blocks", default="8x128x256", help="map blocks TxYxX (default 8x128x256)")
     p.add_argument("--report", default=None, help="folder for the performance reports (HTML)")
+    p.add_argument("--malloc", choices=("globalflux", "dask"), default="globalflux",
+                   help="the worker's malloc environment (default globalflux's)")
     a = p.parse_args()
     nt, cy, cx = (int(v) for v in a.blocks.split("x"))
     chunks = {"time": nt, "y": cy, "x": cx}
@@ -55,23 +58,27 @@ def main() -> None:
                 map_to_store(None, {"rh": rh}, out, progress=False)
             return time.perf_counter() - t
 
+        f0 = bench._minor_faults()
         ts = [sync(tmp / f"s{i}.zarr") for i in range(2)]
-        print(f"synchronous: {min(ts):.2f} s ({cells / min(ts) / 1e6:.2f} M pixel-steps/s)")
+        print(f"synchronous: {min(ts):.2f} s ({cells / min(ts) / 1e6:.2f} M pixel-steps/s), "
+              f"{(bench._minor_faults() - f0) / 2 / 1e3:.0f}k minor page faults per run")
         pr = cProfile.Profile()
         pr.enable()
         sync(tmp / "sp.zarr")
         pr.disable()
         pstats.Stats(pr).sort_stats("cumulative").print_stats(20)
 
-        from distributed import Client, LocalCluster, performance_report
+        from distributed import Client, performance_report
 
-        with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address="127.0.0.1:0", memory_limit="3GiB",
-                          silence_logs=logging.WARNING) as lc, Client(lc) as c:
+        from globalflux.cluster import local_cluster
+
+        malloc = bench.DASK_MALLOC if a.malloc == "dask" else None
+        with local_cluster(1, 1, "3GiB", malloc=malloc) as lc, Client(lc) as c:
             rh = apply_to_cube(scatter_model(c, fast), open_dataset(path, chunks=chunks), cols,
                                as_frame=False, name="rh")
             map_to_store(c, {"rh": rh}, tmp / "warm.zarr", progress=False)
             c.get_task_stream()  # start recording
+            f0 = sum(c.run(bench._minor_faults).values())
             walls = []
             for i in range(3):
                 t = time.perf_counter()
@@ -82,6 +89,7 @@ def main() -> None:
                 else:
                     map_to_store(c, {"rh": rh}, tmp / f"c{i}.zarr", progress=False)
                 walls.append(time.perf_counter() - t)
+            faults = (sum(c.run(bench._minor_faults).values()) - f0) / 3
             agg: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
             for r in c.get_task_stream():
                 key = r["key"][0] if isinstance(r["key"], tuple) else r["key"]
@@ -89,7 +97,9 @@ def main() -> None:
                 a_[0] += 1
                 a_[1] += sum(s["stop"] - s["start"] for s in r["startstops"]
                              if s["action"] == "compute")
-        print("1 worker x 1 thread, wall per run:", ", ".join(f"{w:.2f} s" for w in walls))
+        print(f"1 worker x 1 thread ({a.malloc} malloc), wall per run:",
+              ", ".join(f"{w:.2f} s" for w in walls), f"; {faults / 1e3:.0f}k minor page faults "
+              "per run in the worker")
         inside = sum(v[1] for v in agg.values())
         print(f"inside tasks: {inside / 3:.2f} s per run ({inside / sum(walls):.0%} of wall)")
         for k, (n, sec) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:8]:

@@ -21,12 +21,16 @@ chunk pipeline     mapping.apply_to_cube + map_to_store from a Zarr predictor cu
 peak memory        (full) peak RSS of one LocalCluster worker mapping an area A and 10 A.
 throughput         one predictor cube mapped through the real path (fused write graph, blocks
                    of mapping.mapping_chunks): synchronous, LocalCluster 1 and 2 workers x 1
-                   thread, best of N; the ratios 1 worker / synchronous and 2 / 1 workers.
+                   thread (cluster.local_cluster: globalflux's worker malloc thresholds), best
+                   of N; the ratios 1 worker / synchronous and 2 / 1 workers; and 1 worker with
+                   Dask's default malloc environment (MALLOC_TRIM_THRESHOLD_=65536), with the
+                   minor page faults per map of each row: the cause found in issue 15.
 cold start         the demo's zoned-forest package (lleaves engine, forests compiled when it
                    was written): package write incl. compiling; load; first chunk; and a fresh
                    worker with an empty compile cache: load + first block - a later block.
 LSTM map           mapping.apply_lstm_to_cube + map_chains_to_store (daily, state carried) on
-                   one driver cube: synchronous, 1 and 2 workers, ratios.
+                   one driver cube: synchronous, 1 and 2 workers, ratios; 1 worker with Dask's
+                   default malloc environment.
 global year        the write graph map_to_store builds for a 46 x 43200 x 86400 cube (lazy
                    zeros at the map blocks, never computed): tasks; core-hours of a global year
                    (628 M land pixels x 46 periods; x 365 days for the LSTM) at the measured
@@ -65,7 +69,7 @@ def context(client: Any = None, **extra: Any) -> dict[str, Any]:
     import zarr
 
     from . import __version__
-    from .cluster import describe
+    from .cluster import describe, worker_malloc_env
 
     ctx = {
         "globalflux": __version__,
@@ -81,6 +85,7 @@ def context(client: Any = None, **extra: Any) -> dict[str, Any]:
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "cluster": describe(client),
+        "local_worker_malloc": worker_malloc_env(),
     }
     try:
         import lleaves
@@ -401,14 +406,13 @@ def _peak_rss() -> int:
 
 
 def _map_on_cluster(model, cols, cube_path, out, n_workers, repeat=1):
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from .cluster import local_cluster
     from .io.store import open_dataset
     from .mapping import apply_to_cube, map_to_store, scatter_model
 
-    with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit="3GiB",
-                      silence_logs=logging.WARNING) as lc, Client(lc) as c:
+    with local_cluster(n_workers, 1, "3GiB") as lc, Client(lc) as c:
         cube = open_dataset(cube_path, chunks={})
         fut = scatter_model(c, model)
         rh = apply_to_cube(fut, cube, cols, as_frame=False, name="rh")
@@ -447,13 +451,24 @@ GLOBAL_PERIODS = 46
 GLOBAL_SHAPE = (43_200, 86_400)  # (y, x) of the 500 m sinusoidal grid
 
 
-def _cluster(n_workers: int, memory: str = "3GiB"):
-    from distributed import Client, LocalCluster
+#: the workers' malloc environment Dask's Nanny sets by default (the ablation row of issue 15)
+DASK_MALLOC = {"MALLOC_TRIM_THRESHOLD_": "65536"}
 
-    lc = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address="127.0.0.1:0", memory_limit=memory,
-                      silence_logs=logging.WARNING)
+
+def _cluster(n_workers: int, memory: str = "3GiB", malloc=None):
+    """A LocalCluster as globalflux starts one (:func:`globalflux.cluster.local_cluster`);
+    ``malloc`` overrides the workers' ``MALLOC_*`` environment (``DASK_MALLOC``: Dask's)."""
+    from distributed import Client
+
+    from .cluster import local_cluster
+
+    lc = local_cluster(n_workers, 1, memory, malloc=malloc)
     return lc, Client(lc, set_as_default=False)
+
+
+def _minor_faults() -> int:
+    """Module-level (runs on a worker too): minor page faults of this process so far."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
 def _map_forest(client, model, cols, cube_path, out, chunks) -> float:
@@ -482,7 +497,9 @@ def _map_forest(client, model, cols, cube_path, out, chunks) -> float:
 def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
     """Synchronous pipeline vs a LocalCluster of 1 and 2 workers (1 thread each), all on the
     SAME predictor cube with the SAME map blocks (:func:`globalflux.mapping.mapping_chunks`
-    for 2 workers); best of N. Returns the 1-worker rate (pixel-steps/s)."""
+    for 2 workers); best of N. Also 1 worker with Dask's default malloc environment (the
+    cause found in issue 15: page faults per block; minor page faults per map are noted).
+    Returns the 1-worker rate (pixel-steps/s)."""
     from .mapping import mapping_chunks
 
     nt, ny, nx = (8, 512, 512) if quick else (23, 512, 512)
@@ -493,27 +510,37 @@ def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
     rep = 2 if quick else 3
     cube = f"{nt}x{ny}x{nx}"
     blocks = "x".join(str(v) for v in chunks.values())
+    f0 = _minor_faults()
     t_s = min(_map_forest(None, model, cols, path, tmp / "ts.zarr", chunks) for _ in range(rep))
+    faults = {"sync": (_minor_faults() - f0) / rep}
     times = {}
-    for n in (1, 2):
-        lc, c = _cluster(n)
+    for n, malloc in ((1, None), (2, None), ("dask", DASK_MALLOC)):
+        lc, c = _cluster(1 if n == "dask" else n, malloc=malloc)
         try:
             _map_forest(c, model, cols, path, tmp / "tw.zarr", chunks)  # warm: compile, imports
+            f0 = sum(c.run(_minor_faults).values())
             times[n] = min(_map_forest(c, model, cols, path, tmp / f"t{n}.zarr", chunks)
                            for _ in range(rep))
+            faults[n] = (sum(c.run(_minor_faults).values()) - f0) / rep
         finally:
             c.close()
             lc.close()
+    pf = {k: f"{v / 1e3:.0f}k" for k, v in faults.items()}
     _row(rows, "throughput", "pipeline synchronous", cells / t_s, "pixel-steps/s", cube=cube,
-         blocks=blocks, cores=1)
+         blocks=blocks, cores=1, page_faults_per_map=pf["sync"])
     _row(rows, "throughput", "cluster 1 worker", cells / times[1], "pixel-steps/s", cube=cube,
-         blocks=blocks, threads=1)
+         blocks=blocks, threads=1, page_faults_per_map=pf[1])
     _row(rows, "throughput", "cluster 2 workers", cells / times[2], "pixel-steps/s", cube=cube,
-         blocks=blocks, threads=2)
+         blocks=blocks, threads=2, page_faults_per_map=pf[2])
+    _row(rows, "throughput", "cluster 1 worker, Dask's malloc (MALLOC_TRIM_THRESHOLD_=65536)",
+         cells / times["dask"], "pixel-steps/s", cube=cube, blocks=blocks, threads=1,
+         page_faults_per_map=pf["dask"], note="before the fix: globalflux.cluster.WORKER_MALLOC")
     _row(rows, "throughput", "cluster 1 worker / synchronous", t_s / times[1], "ratio",
          target=">= 0.8")
     _row(rows, "throughput", "cluster 2 / 1 workers", times[1] / times[2], "ratio",
          target=">= 1.7", cpus=os.cpu_count())
+    _row(rows, "throughput", "cluster 1 worker, Dask's malloc / synchronous",
+         t_s / times["dask"], "ratio")
     return cells / times[1]
 
 
@@ -665,21 +692,24 @@ def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:
     tc = nt // 3
     cells = nt * ny * nx
     weights = m.weights()
-    t_s = _lstm_map(None, weights, ds, tmp / "ls.zarr", tc)
+    t_s = min(_lstm_map(None, weights, ds, tmp / "ls.zarr", tc) for _ in range(2))
     times = {}
-    for n in (1, 2):
-        lc, c = _cluster(n)
+    for n, malloc in ((1, None), (2, None), ("dask", DASK_MALLOC)):
+        lc, c = _cluster(1 if n == "dask" else n, malloc=malloc)
         try:
             _lstm_map(c, weights, ds, tmp / "lw.zarr", tc)  # warm (torch import, module build)
-            times[n] = _lstm_map(c, weights, ds, tmp / f"l{n}.zarr", tc)
+            times[n] = min(_lstm_map(c, weights, ds, tmp / f"l{n}.zarr", tc) for _ in range(2))
         finally:
             c.close()
             lc.close()
     cube = f"{nt}x{ny}x{nx}"
     _row(rows, "LSTM map", "pipeline synchronous", cells / t_s, "pixel-steps/s", cube=cube,
-         time_chunk=tc, hidden=128)
+         time_chunk=tc, hidden=128, torch_threads=1)
     _row(rows, "LSTM map", "cluster 1 worker", cells / times[1], "pixel-steps/s", cube=cube)
     _row(rows, "LSTM map", "cluster 2 workers", cells / times[2], "pixel-steps/s", cube=cube)
+    _row(rows, "LSTM map", "cluster 1 worker, Dask's malloc (MALLOC_TRIM_THRESHOLD_=65536)",
+         cells / times["dask"], "pixel-steps/s", cube=cube,
+         note="before the fix: globalflux.cluster.WORKER_MALLOC")
     _row(rows, "LSTM map", "cluster 1 worker / synchronous", t_s / times[1], "ratio")
     _row(rows, "LSTM map", "cluster 2 / 1 workers", times[1] / times[2], "ratio")
     return cells / times[1], weights

@@ -11,20 +11,29 @@
     The LocalCluster's scheduler and workers bind 127.0.0.1 and so does its dashboard, unless the
     recipe key ``mapping.dashboard_host`` asks otherwise. The dashboard address is logged.
 
+``local_cluster(n_workers, threads_per_worker, memory_limit, ...)``
+    The one way globalflux starts a LocalCluster (``connect``, ``globalflux bench``): worker
+    processes on 127.0.0.1, spawned with :data:`WORKER_MALLOC`, glibc's malloc thresholds that
+    keep map blocks from paying page faults over again (issue 15; see that constant).
+
 ``describe(client) -> dict``: workers, threads, memory (recorded beside benchmark numbers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import sys
 import threading
+from collections.abc import Iterator, Mapping
 
 from .errors import SchedulerError
 
-__all__ = ["connect", "describe", "check_address", "probe", "dashboard_address", "DEFAULT_TIMEOUT"]
+__all__ = ["connect", "describe", "check_address", "probe", "dashboard_address", "DEFAULT_TIMEOUT",
+           "local_cluster", "WORKER_MALLOC", "worker_malloc_env", "malloc_note"]
 
 log = logging.getLogger("globalflux")
 
@@ -106,6 +115,116 @@ def _dashboard(client) -> str:
     return link
 
 
+#: glibc malloc thresholds of the worker processes globalflux spawns (issue 15).
+#:
+#: Dask's Nanny spawns each worker with ``MALLOC_TRIM_THRESHOLD_=65536``
+#: (``distributed.nanny.pre-spawn-environ``). Setting any threshold turns off glibc's dynamic
+#: mmap threshold, so every allocation over 128 KiB becomes a fresh ``mmap``: its pages fault in
+#: (zeroed by the kernel) on first touch and go back to the OS on ``free``. A map block allocates
+#: tens of MB of arrays (decoded Zarr chunks, the feature matrix, predictions; an LSTM step
+#: allocates MBs of gates per pixel batch), so a worker paid those page faults again on every
+#: block and every step. Measured on the 2-core machine, 23x512x512 cube, fast forest, 1 worker
+#: x 1 thread vs the synchronous pipeline (same blocks): with Dask's setting 2.6-3.2 s vs
+#: 1.9-2.3 s; the synchronous run itself slows to 2.7-3.0 s under ``MALLOC_TRIM_THRESHOLD_=65536``;
+#: with these values the worker takes 1.9-2.1 s. The LSTM map (365x64x64) went from 9.0-10.3 s
+#: to 3.6-3.8 s per worker run. ``benchmarks/profile_map_cluster.py`` counts the page faults.
+#:
+#: The values are glibc's own dynamic ceilings on 64-bit Linux (an mmap threshold of at most
+#: 32 MiB, trim threshold twice that): arrays up to 32 MiB are reused from the heap, and a
+#: process keeps at most 64 MiB of free heap per arena before trimming it back to the OS, so
+#: memory is still returned (peak worker RSS measured 446 vs 396 MiB on that cube). Other C
+#: libraries ignore these variables. Set ``distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_``
+#: in your Dask config to choose your own (then globalflux passes your ``MALLOC_*`` values on).
+WORKER_MALLOC: dict[str, str] = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+                                 "MALLOC_TRIM_THRESHOLD_": str(64 * 2**20)}
+_MALLOC_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def worker_malloc_env() -> dict[str, str]:
+    """The ``MALLOC_*`` environment for workers globalflux spawns: :data:`WORKER_MALLOC`, or the
+    user's own when their Dask config sets ``distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_``
+    (Dask's defaults never set it)."""
+    import dask
+    import distributed  # noqa: F401 - registers its config defaults
+
+    cfg = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
+    if cfg.get("MALLOC_MMAP_THRESHOLD_") is not None:
+        return {k: str(cfg[k]) for k in _MALLOC_KEYS if cfg.get(k) is not None}
+    return dict(WORKER_MALLOC)
+
+
+@contextlib.contextmanager
+def _spawn_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """Within: Nannies created here spawn workers with exactly ``env`` as their ``MALLOC_*``.
+
+    The Nanny reads ``distributed.nanny.pre-spawn-environ`` (os.environ wins over the config for
+    its keys) and copies it into this process's environment before spawning; the spawned worker
+    inherits this environment. So both are set here, and this process's ``MALLOC_*`` variables
+    are put back afterwards (the Nanny keeps its own copy for restarts)."""
+    import dask
+
+    cfg = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ",
+                                             default={}) or {}).items()
+           if k not in _MALLOC_KEYS}
+    saved = {k: os.environ.get(k) for k in _MALLOC_KEYS}
+    try:
+        for k in _MALLOC_KEYS:
+            if k in env:
+                os.environ[k] = str(env[k])
+            else:
+                os.environ.pop(k, None)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {**cfg, **env}}):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def local_cluster(n_workers: int = 2, threads_per_worker: int = 1, memory_limit="2GiB", *,
+                  dashboard_address: str = "127.0.0.1:0", malloc: Mapping[str, str] | None = None,
+                  **kwargs):
+    """Start a ``distributed.LocalCluster`` of worker processes bound to 127.0.0.1.
+
+    ``malloc``: the workers' ``MALLOC_*`` environment; None is :func:`worker_malloc_env`
+    (``{}`` leaves glibc's defaults, ``{"MALLOC_TRIM_THRESHOLD_": "65536"}`` is Dask's own).
+    Other keyword arguments go to ``LocalCluster`` (``silence_logs`` defaults to WARNING).
+    """
+    from distributed import LocalCluster
+
+    env = worker_malloc_env() if malloc is None else {k: str(v) for k, v in malloc.items()}
+    kwargs.setdefault("silence_logs", logging.WARNING)
+    with _spawn_environ(env):
+        return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                            memory_limit=memory_limit, processes=True, host="127.0.0.1",
+                            dashboard_address=dashboard_address, **kwargs)
+
+
+def _malloc_environ() -> dict[str, str | None]:
+    """Module-level (runs on a worker): its ``MALLOC_*`` variables."""
+    return {k: os.environ.get(k) for k in _MALLOC_KEYS}
+
+
+def malloc_note(client) -> str | None:
+    """One line when workers of ``client`` run with a fixed malloc trim threshold and no mmap
+    threshold (Dask's default), naming the variables to start them with; else None."""
+    try:
+        envs = client.run(_malloc_environ)
+    except Exception:  # noqa: BLE001 - a hint only: workers without globalflux, no workers
+        return None
+    slow = [w for w, e in envs.items()
+            if e.get("MALLOC_TRIM_THRESHOLD_") is not None and e.get("MALLOC_MMAP_THRESHOLD_") is None]
+    if not slow:
+        return None
+    fix = " ".join(f"{k}={v}" for k, v in WORKER_MALLOC.items())
+    return (f"{len(slow)} of {len(envs)} workers run with MALLOC_TRIM_THRESHOLD_="
+            f"{envs[slow[0]]['MALLOC_TRIM_THRESHOLD_']} and no MALLOC_MMAP_THRESHOLD_ (Dask's "
+            f"default), which makes every map block page-fault its arrays again (measured 1.3-2.5x "
+            f"slower); start the workers with {fix} in their environment (docs/deployment.md)")
+
+
 def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None):
     """Return ``(client, cluster_or_None)``.
 
@@ -120,7 +239,7 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None
         Seconds to wait for an existing scheduler before failing with a clear error; default
         ``mapping.scheduler_timeout`` (30 s).
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if timeout is None:
         timeout = float(getattr(mapping, "scheduler_timeout", DEFAULT_TIMEOUT))
@@ -141,19 +260,16 @@ def connect(scheduler: str | None, mapping=None, *, timeout: float | None = None
                f"(dashboard: {_dashboard(client)})")
         log.info(msg, extra={"console": False})  # into log.txt; the console gets it once
         print(f"globalflux: {msg}", file=sys.stderr)
+        note = malloc_note(client)
+        if note:
+            log.info(note, extra={"console": False})
+            print(f"globalflux: note: {note}", file=sys.stderr)
         return client, None
     n_workers = int(getattr(mapping, "n_workers", 2))
     threads = int(getattr(mapping, "threads_per_worker", 1))
     memory = getattr(mapping, "memory_limit", "2GiB")
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=threads,
-        memory_limit=memory,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=dashboard_address(mapping),
-        silence_logs=logging.WARNING,
-    )
+    cluster = local_cluster(n_workers, threads, memory,
+                            dashboard_address=dashboard_address(mapping))
     client = Client(cluster, set_as_default=False)
     msg = (f"started LocalCluster: {n_workers} workers x {threads} threads, {memory} each "
            f"(dashboard: {_dashboard(client)})")

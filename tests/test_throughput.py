@@ -4,6 +4,7 @@ compiled forests travel in model packages and are used only on a matching CPU.""
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 
 import dask.array as dsa
@@ -202,3 +203,74 @@ def test_package_carries_verified_compiled_forests(tmp_path, fresh_cache, monkey
     (folder / "forest.so").write_bytes(bytes(data))
     with pytest.raises(InputFileError, match="forest.so.*sha256 does not match"):
         read_package(folder)
+
+
+# ----------------------------------------------- worker malloc environment (issue 15's cause)
+
+
+def _refaults(nbytes: int = 2**20, n: int = 16) -> float:
+    """Runs on a worker (pickled by value): minor page faults per page when a freed 1 MiB array
+    is allocated and written again; ~0 when the memory is reused, ~1 when each is a new mmap
+    (numpy asks for huge pages only from 4 MiB on, so these are 4 KiB page faults)."""
+    import resource
+
+    a = np.empty(nbytes, np.uint8)
+    a.fill(1)
+    del a
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        a = np.empty(nbytes, np.uint8)
+        a.fill(1)
+        del a
+    pages = n * nbytes / resource.getpagesize()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / pages
+
+
+def test_local_cluster_workers_reuse_memory_and_dasks_default_is_named(monkeypatch):
+    """globalflux's LocalCluster workers run with WORKER_MALLOC (arrays reused: no page faults
+    on the next block), this process's environment is left as it was, and a cluster with
+    Dask's default malloc environment gets a note naming the variables to set."""
+    import sys
+
+    import cloudpickle
+    from distributed import Client
+
+    from globalflux import bench
+    from globalflux.cluster import (WORKER_MALLOC, _malloc_environ, local_cluster, malloc_note,
+                                    worker_malloc_env)
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a Nanny leaves its process
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    before = {k: os.environ.get(k) for k in WORKER_MALLOC}
+    assert worker_malloc_env() == WORKER_MALLOC
+    faults = {}
+    try:
+        for name, malloc in (("globalflux", None), ("dask", bench.DASK_MALLOC)):
+            with local_cluster(1, 1, "1GiB", malloc=malloc) as lc, \
+                    Client(lc, set_as_default=False) as c:
+                env = next(iter(c.run(_malloc_environ).values()))
+                faults[name] = next(iter(c.run(_refaults).values()))
+                note = malloc_note(c)
+            assert {k: os.environ.get(k) for k in WORKER_MALLOC} == before
+            if name == "globalflux":
+                assert env == WORKER_MALLOC
+                assert note is None
+            else:
+                assert env == {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": "65536"}
+                assert "MALLOC_TRIM_THRESHOLD_=65536" in note
+                assert "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864" in note
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert faults["globalflux"] < 0.05 and faults["dask"] > 0.5, faults
+
+
+def test_users_own_malloc_config_is_passed_on():
+    import dask
+
+    from globalflux.cluster import WORKER_MALLOC, worker_malloc_env
+
+    assert worker_malloc_env() == WORKER_MALLOC
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 2**20}):
+        assert worker_malloc_env() == {"MALLOC_MMAP_THRESHOLD_": "1048576",
+                                       "MALLOC_TRIM_THRESHOLD_": "65536"}
