@@ -1,6 +1,6 @@
 """Where the time of a map goes: synchronous vs a 1-worker LocalCluster on the same cube.
 
-    python benchmarks/profile_map_cluster.py [--blocks 8x128x256] [--report DIR] [--malloc dask]
+    python benchmarks/profile_map_cluster.py [--blocks 8x128x256] [--report DIR] [--dask-defaults]
 
 Writes a predictor cube (8x512x512, 16 float32 variables, 128x128 storage tiles, SYNTHETIC
 random values), fits the fast forest on the synthetic world, then maps the cube through the real
@@ -8,9 +8,10 @@ path (``apply_to_cube`` + ``map_to_store``): twice with Dask's synchronous sched
 a third run printed), then three times on a LocalCluster with one worker x one thread, with a
 ``distributed.performance_report`` per run (``--report``) and the task stream summed per task
 prefix: compute seconds inside tasks vs the wall time of the run, and the minor page faults per
-run in each process. ``--malloc dask`` starts the worker with Dask's default malloc environment
-(``MALLOC_TRIM_THRESHOLD_=65536``) instead of globalflux's (``cluster.WORKER_MALLOC``). Used for
-issue 15 (see benchmarks/results/bench/README.md).
+run in each process. ``--dask-defaults`` starts the cluster with Dask's default malloc
+environment (``MALLOC_TRIM_THRESHOLD_=65536``) and monitor intervals instead of globalflux's
+(``cluster.WORKER_MALLOC``, ``cluster.CLUSTER_CONFIG``). Used for issue 15 (see
+benchmarks/results/bench/README.md).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--blocks", default="8x128x256", help="map blocks TxYxX (default 8x128x256)")
     p.add_argument("--report", default=None, help="folder for the performance reports (HTML)")
-    p.add_argument("--malloc", choices=("globalflux", "dask"), default="globalflux",
-                   help="the worker's malloc environment (default globalflux's)")
+    p.add_argument("--dask-defaults", action="store_true",
+                   help="Dask's malloc environment and monitor intervals (default globalflux's)")
     a = p.parse_args()
     nt, cy, cx = (int(v) for v in a.blocks.split("x"))
     chunks = {"time": nt, "y": cy, "x": cx}
@@ -72,8 +73,8 @@ def main() -> None:
 
         from globalflux.cluster import local_cluster
 
-        malloc = bench.DASK_MALLOC if a.malloc == "dask" else None
-        with local_cluster(1, 1, "3GiB", malloc=malloc) as lc, Client(lc) as c:
+        kw = {"malloc": bench.DASK_MALLOC, "config": {}} if a.dask_defaults else {}
+        with local_cluster(1, 1, "3GiB", **kw) as lc, Client(lc) as c:
             rh = apply_to_cube(scatter_model(c, fast), open_dataset(path, chunks=chunks), cols,
                                as_frame=False, name="rh")
             map_to_store(c, {"rh": rh}, tmp / "warm.zarr", progress=False)
@@ -97,7 +98,8 @@ def main() -> None:
                 a_[0] += 1
                 a_[1] += sum(s["stop"] - s["start"] for s in r["startstops"]
                              if s["action"] == "compute")
-        print(f"1 worker x 1 thread ({a.malloc} malloc), wall per run:",
+        which = "Dask's defaults" if a.dask_defaults else "globalflux's settings"
+        print(f"1 worker x 1 thread ({which}), wall per run:",
               ", ".join(f"{w:.2f} s" for w in walls), f"; {faults / 1e3:.0f}k minor page faults "
               "per run in the worker")
         inside = sum(v[1] for v in agg.values())

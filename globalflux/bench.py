@@ -21,16 +21,17 @@ chunk pipeline     mapping.apply_to_cube + map_to_store from a Zarr predictor cu
 peak memory        (full) peak RSS of one LocalCluster worker mapping an area A and 10 A.
 throughput         one predictor cube mapped through the real path (fused write graph, blocks
                    of mapping.mapping_chunks): synchronous, LocalCluster 1 and 2 workers x 1
-                   thread (cluster.local_cluster: globalflux's worker malloc thresholds), best
-                   of N; the ratios 1 worker / synchronous and 2 / 1 workers; and 1 worker with
-                   Dask's default malloc environment (MALLOC_TRIM_THRESHOLD_=65536), with the
-                   minor page faults per map of each row: the cause found in issue 15.
+                   thread (cluster.local_cluster: globalflux's worker malloc thresholds and
+                   monitor intervals), best of N; the ratios 1 worker / synchronous and 2 / 1
+                   workers; 1 worker with Dask's defaults (MALLOC_TRIM_THRESHOLD_=65536, its
+                   monitor intervals), with the minor page faults per map of each row; the CPU
+                   an idle 1-worker cluster uses, both ways: the causes found in issue 15.
 cold start         the demo's zoned-forest package (lleaves engine, forests compiled when it
                    was written): package write incl. compiling; load; first chunk; and a fresh
                    worker with an empty compile cache: load + first block - a later block.
 LSTM map           mapping.apply_lstm_to_cube + map_chains_to_store (daily, state carried) on
                    one driver cube: synchronous, 1 and 2 workers, ratios; 1 worker with Dask's
-                   default malloc environment.
+                   defaults.
 global year        the write graph map_to_store builds for a 46 x 43200 x 86400 cube (lazy
                    zeros at the map blocks, never computed): tasks; core-hours of a global year
                    (628 M land pixels x 46 periods; x 365 days for the LSTM) at the measured
@@ -41,6 +42,7 @@ Functions are importable: :func:`run_suite` returns ``(table DataFrame, context 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -69,7 +71,7 @@ def context(client: Any = None, **extra: Any) -> dict[str, Any]:
     import zarr
 
     from . import __version__
-    from .cluster import describe, worker_malloc_env
+    from .cluster import cluster_config, describe, worker_malloc_env
 
     ctx = {
         "globalflux": __version__,
@@ -86,6 +88,7 @@ def context(client: Any = None, **extra: Any) -> dict[str, Any]:
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "cluster": describe(client),
         "local_worker_malloc": worker_malloc_env(),
+        "local_cluster_config": cluster_config(),
     }
     try:
         import lleaves
@@ -209,12 +212,26 @@ def bench_zoned_forest(rows, w, table, cols, *, quick: bool):
              "pixel-steps/s/core", zones=4, trees_per_zone=100, pixels=len(P))
 
 
+@contextlib.contextmanager
+def _lleaves_cache(folder: Path):
+    """Within: lleaves compile cache at ``folder`` (GLOBALFLUX_LLEAVES_CACHE, inherited by worker
+    processes started inside), so a row does not find another run's compiled forests."""
+    old = os.environ.get("GLOBALFLUX_LLEAVES_CACHE")
+    os.environ["GLOBALFLUX_LLEAVES_CACHE"] = str(folder)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("GLOBALFLUX_LLEAVES_CACHE", None)
+        else:
+            os.environ["GLOBALFLUX_LLEAVES_CACHE"] = old
+
+
 def bench_cold_start(rows, w, table, cols, *, quick: bool, tmp: Path):
     """Cold start of a map worker: load and verify a zoned-forest model package (lleaves
     engine), then the first chunk's prediction including compiling each zone's forest into an
     empty compile cache, then the same first prediction from a freshly loaded package with the
     compiled forests cached."""
-    import os
 
     from .io.model_package import load_model, write_package
     from .models.forest import ZonedForestRegressor
@@ -226,15 +243,15 @@ def bench_cold_start(rows, w, table, cols, *, quick: bool, tmp: Path):
         zone_factors=list(FACTORS), zone_classifier=ZoneClassifier(n_zones=4, n_iter=20),
         n_estimators=n_trees, eliminate=False, engine="lleaves", n_jobs=1, random_state=0,
     ).fit(table[cols], table["rh"].to_numpy("float64"), groups=table["site_id"].astype(str))
-    t = time.perf_counter()
-    folder = write_package(tmp / "cold-start-model", model)  # compiles the zone forests
-    _row(rows, "cold start", "write package incl. compiling zone forests", time.perf_counter() - t,
-         "s", zones=4, trees_per_zone=n_trees, note="once, at training time")
+    with _lleaves_cache(tmp / "write-cache"):  # empty: the row measures compiling
+        t = time.perf_counter()
+        folder = write_package(tmp / "cold-start-model", model)  # compiles the zone forests
+        t_write = time.perf_counter() - t
+    _row(rows, "cold start", "write package incl. compiling zone forests", t_write,
+         "s", zones=4, trees_per_zone=n_trees, note="once, at training time; empty compile cache")
     # a map chunk's worth of rows, so every zone's table is large enough to use the compiled model
     P = pd.DataFrame(_pixel_rows(w.cube, cols, 100_000), columns=cols)
-    old = os.environ.get("GLOBALFLUX_LLEAVES_CACHE")
-    os.environ["GLOBALFLUX_LLEAVES_CACHE"] = str(tmp / "cold-start-cache")
-    try:
+    with _lleaves_cache(tmp / "cold-start-cache"):
         t = time.perf_counter()
         loaded = load_model(folder)
         t_load = time.perf_counter() - t
@@ -245,11 +262,6 @@ def bench_cold_start(rows, w, table, cols, *, quick: bool, tmp: Path):
         t = time.perf_counter()
         again.predict(P)
         t_warm = time.perf_counter() - t
-    finally:
-        if old is None:
-            os.environ.pop("GLOBALFLUX_LLEAVES_CACHE", None)
-        else:
-            os.environ["GLOBALFLUX_LLEAVES_CACHE"] = old
     size = sum(f.stat().st_size for f in folder.iterdir()) / 2**20
     _row(rows, "cold start", "load + verify zoned forest package", t_load, "s",
          zones=4, trees_per_zone=n_trees, package_mib=round(size, 2))
@@ -451,19 +463,42 @@ GLOBAL_PERIODS = 46
 GLOBAL_SHAPE = (43_200, 86_400)  # (y, x) of the 500 m sinusoidal grid
 
 
-#: the workers' malloc environment Dask's Nanny sets by default (the ablation row of issue 15)
+#: the workers' malloc environment Dask's Nanny sets by default (the ablation rows of issue 15)
 DASK_MALLOC = {"MALLOC_TRIM_THRESHOLD_": "65536"}
 
 
-def _cluster(n_workers: int, memory: str = "3GiB", malloc=None):
-    """A LocalCluster as globalflux starts one (:func:`globalflux.cluster.local_cluster`);
-    ``malloc`` overrides the workers' ``MALLOC_*`` environment (``DASK_MALLOC``: Dask's)."""
+def _cluster(n_workers: int, memory: str = "3GiB", dask_defaults: bool = False):
+    """A LocalCluster as globalflux starts one (:func:`globalflux.cluster.local_cluster`), or,
+    ``dask_defaults``, with Dask's own malloc environment and monitor settings (the ablation)."""
     from distributed import Client
 
     from .cluster import local_cluster
 
-    lc = local_cluster(n_workers, 1, memory, malloc=malloc)
+    kw = {"malloc": DASK_MALLOC, "config": {}} if dask_defaults else {}
+    lc = local_cluster(n_workers, 1, memory, **kw)
     return lc, Client(lc, set_as_default=False)
+
+
+def _idle_cpu(client, seconds: float = 4.0) -> float:
+    """CPU (fraction of one core) this process and its worker processes use while the cluster
+    of ``client`` sits idle for ``seconds`` (scheduler, nannies and workers: Dask's monitors)."""
+    pids = set(client.run(os.getpid).values())
+
+    def cpu() -> float:
+        total = sum(os.times()[:2])
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except OSError:  # not Linux: no per-process CPU here
+                return float("nan")
+        return total
+
+    time.sleep(1.0)  # let start-up work settle
+    a = cpu()
+    time.sleep(seconds)
+    return (cpu() - a) / seconds
 
 
 def _minor_faults() -> int:
@@ -513,10 +548,12 @@ def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
     f0 = _minor_faults()
     t_s = min(_map_forest(None, model, cols, path, tmp / "ts.zarr", chunks) for _ in range(rep))
     faults = {"sync": (_minor_faults() - f0) / rep}
-    times = {}
-    for n, malloc in ((1, None), (2, None), ("dask", DASK_MALLOC)):
-        lc, c = _cluster(1 if n == "dask" else n, malloc=malloc)
+    times, idle = {}, {}
+    for n, dask_defaults in ((1, False), (2, False), ("dask", True)):
+        lc, c = _cluster(1 if n == "dask" else n, dask_defaults=dask_defaults)
         try:
+            if n != 2:
+                idle[n] = _idle_cpu(c)
             _map_forest(c, model, cols, path, tmp / "tw.zarr", chunks)  # warm: compile, imports
             f0 = sum(c.run(_minor_faults).values())
             times[n] = min(_map_forest(c, model, cols, path, tmp / f"t{n}.zarr", chunks)
@@ -532,15 +569,20 @@ def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
          blocks=blocks, threads=1, page_faults_per_map=pf[1])
     _row(rows, "throughput", "cluster 2 workers", cells / times[2], "pixel-steps/s", cube=cube,
          blocks=blocks, threads=2, page_faults_per_map=pf[2])
-    _row(rows, "throughput", "cluster 1 worker, Dask's malloc (MALLOC_TRIM_THRESHOLD_=65536)",
-         cells / times["dask"], "pixel-steps/s", cube=cube, blocks=blocks, threads=1,
-         page_faults_per_map=pf["dask"], note="before the fix: globalflux.cluster.WORKER_MALLOC")
+    _row(rows, "throughput", "cluster 1 worker, Dask's defaults", cells / times["dask"],
+         "pixel-steps/s", cube=cube, blocks=blocks, threads=1, page_faults_per_map=pf["dask"],
+         note="MALLOC_TRIM_THRESHOLD_=65536 and Dask's monitor intervals: before "
+         "cluster.WORKER_MALLOC and cluster.CLUSTER_CONFIG")
     _row(rows, "throughput", "cluster 1 worker / synchronous", t_s / times[1], "ratio",
          target=">= 0.8")
     _row(rows, "throughput", "cluster 2 / 1 workers", times[1] / times[2], "ratio",
          target=">= 1.7", cpus=os.cpu_count())
-    _row(rows, "throughput", "cluster 1 worker, Dask's malloc / synchronous",
+    _row(rows, "throughput", "cluster 1 worker, Dask's defaults / synchronous",
          t_s / times["dask"], "ratio")
+    _row(rows, "throughput", "idle cluster CPU, 1 worker", 100 * idle[1], "% of a core",
+         note="scheduler + nanny + worker, 4 s idle; cluster.CLUSTER_CONFIG")
+    _row(rows, "throughput", "idle cluster CPU, 1 worker, Dask's defaults", 100 * idle["dask"],
+         "% of a core", note="scheduler + nanny + worker, 4 s idle")
     return cells / times[1]
 
 
@@ -563,9 +605,7 @@ def bench_cold_worker(rows, folder: Path, w, cols, *, tmp: Path) -> None:
     """A fresh 1-worker LocalCluster with an empty compile cache maps one 100 k-pixel block with
     the demo's zoned-forest package: cold start = load + first block - a later block."""
     P = pd.DataFrame(_pixel_rows(w.cube, cols, 100_000), columns=cols)  # real pixels: all zones
-    old = os.environ.get("GLOBALFLUX_LLEAVES_CACHE")
-    os.environ["GLOBALFLUX_LLEAVES_CACHE"] = str(tmp / "cold-worker-cache")  # inherited by workers
-    try:
+    with _lleaves_cache(tmp / "cold-worker-cache"):  # inherited by the worker
         lc, c = _cluster(1)
         try:
             t_load, t_first, t_later = c.submit(_cold_probe, str(folder), P,
@@ -573,11 +613,6 @@ def bench_cold_worker(rows, folder: Path, w, cols, *, tmp: Path) -> None:
         finally:
             c.close()
             lc.close()
-    finally:
-        if old is None:
-            os.environ.pop("GLOBALFLUX_LLEAVES_CACHE", None)
-        else:
-            os.environ["GLOBALFLUX_LLEAVES_CACHE"] = old
     _row(rows, "cold start", "cold start per worker", t_load + t_first - t_later, "s",
          target="<= 5", load=round(t_load, 3), first_block=round(t_first, 3),
          later_block=round(t_later, 3), pixels=len(P), cache="empty")
@@ -694,8 +729,8 @@ def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:
     weights = m.weights()
     t_s = min(_lstm_map(None, weights, ds, tmp / "ls.zarr", tc) for _ in range(2))
     times = {}
-    for n, malloc in ((1, None), (2, None), ("dask", DASK_MALLOC)):
-        lc, c = _cluster(1 if n == "dask" else n, malloc=malloc)
+    for n, dask_defaults in ((1, False), (2, False), ("dask", True)):
+        lc, c = _cluster(1 if n == "dask" else n, dask_defaults=dask_defaults)
         try:
             _lstm_map(c, weights, ds, tmp / "lw.zarr", tc)  # warm (torch import, module build)
             times[n] = min(_lstm_map(c, weights, ds, tmp / f"l{n}.zarr", tc) for _ in range(2))
@@ -707,9 +742,9 @@ def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:
          time_chunk=tc, hidden=128, torch_threads=1)
     _row(rows, "LSTM map", "cluster 1 worker", cells / times[1], "pixel-steps/s", cube=cube)
     _row(rows, "LSTM map", "cluster 2 workers", cells / times[2], "pixel-steps/s", cube=cube)
-    _row(rows, "LSTM map", "cluster 1 worker, Dask's malloc (MALLOC_TRIM_THRESHOLD_=65536)",
-         cells / times["dask"], "pixel-steps/s", cube=cube,
-         note="before the fix: globalflux.cluster.WORKER_MALLOC")
+    _row(rows, "LSTM map", "cluster 1 worker, Dask's defaults", cells / times["dask"],
+         "pixel-steps/s", cube=cube, note="MALLOC_TRIM_THRESHOLD_=65536 and Dask's monitor "
+         "intervals: before cluster.WORKER_MALLOC and cluster.CLUSTER_CONFIG")
     _row(rows, "LSTM map", "cluster 1 worker / synchronous", t_s / times[1], "ratio")
     _row(rows, "LSTM map", "cluster 2 / 1 workers", times[1] / times[2], "ratio")
     return cells / times[1], weights

@@ -877,6 +877,21 @@ def _graph_growth(status: Any) -> tuple[int, int]:
     return per, max(0, one - per)
 
 
+def _batch_blocks(status: Any, n: int, max_graph_tasks: int) -> int:
+    """Blocks per submitted batch of ``n`` blocks to write: all of them when even the unfused,
+    unculled graph fits in ``max_graph_tasks`` (its length is known without building it);
+    else as many as fit, from the fused graph's growth per block (measuring that optimises
+    the graph of two blocks: ~0.1 s a map, which a small map would pay for nothing)."""
+    if len(status.__dask_graph__()) <= max_graph_tasks:
+        return max(1, n)
+    per_block, shared = _graph_growth(status)
+    batch = max(1, min(n, int((max_graph_tasks - shared) // per_block)))
+    if batch < n:
+        log.info("graph of %d tasks per block (fused): submitting %d batches of <= %d blocks",
+                 per_block, math.ceil(n / batch), batch)
+    return batch
+
+
 def plan_tasks(pieces: Mapping[str, xr.DataArray], *,
                max_graph_tasks: int = 100_000) -> dict[str, int]:
     """The task count of the graph :func:`map_to_store` would build for ``pieces``, without
@@ -1023,12 +1038,8 @@ def map_to_store(
              len(names), path, layout.nblocks, "x".join(map(str, layout.chunks)), len(todo),
              len(done))
     if todo:
-        per_block, shared = _graph_growth(status)
-        batch = max(1, min(len(todo), int((max_graph_tasks - shared) // per_block)))
+        batch = _batch_blocks(status, len(todo), max_graph_tasks)
         nbatch = math.ceil(len(todo) / batch)
-        if nbatch > 1:
-            log.info("graph of %d tasks per block (fused): submitting %d batches of <= %d blocks",
-                     per_block, nbatch, batch)
         bar = _Progress(len(todo), f"map {path.name}", enabled=progress)
         for start in range(0, len(todo), batch):
             part = batch_graph(status, todo[start:start + batch])

@@ -180,8 +180,8 @@ def test_bench_quick_prints_a_table_with_context(tmp_path, capsys):
                 "load + verify zoned forest package", "first chunk predict, empty cache",
                 "pipeline synchronous", "cluster 1 worker", "cluster 2 workers",
                 "cluster 1 worker / synchronous", "cluster 2 / 1 workers", "cold start per worker",
-                "cluster 1 worker, Dask's malloc (MALLOC_TRIM_THRESHOLD_=65536)",
-                "page_faults_per_map=",
+                "cluster 1 worker, Dask's defaults", "page_faults_per_map=",
+                "idle cluster CPU, 1 worker",
                 "global year: tasks", "global year: projected core-hours (forest)",
                 "global year: projected core-hours (LSTM, daily)"):
         assert row in out
@@ -191,4 +191,5 @@ def test_bench_quick_prints_a_table_with_context(tmp_path, capsys):
     ctx = json.loads((tmp_path / "bench_context.json").read_text())
     assert ctx["mode"] == "quick" and ctx["cluster"]["scheduler"] == "threads"
     assert ctx["local_worker_malloc"]["MALLOC_MMAP_THRESHOLD_"] == str(32 * 2**20)
+    assert ctx["local_cluster_config"]["distributed.admin.tick.interval"] == "500ms"
     assert (tmp_path / "bench.csv").read_text().startswith("benchmark,what,value,unit,notes")

@@ -236,8 +236,8 @@ def test_local_cluster_workers_reuse_memory_and_dasks_default_is_named(monkeypat
     from distributed import Client
 
     from globalflux import bench
-    from globalflux.cluster import (WORKER_MALLOC, _malloc_environ, local_cluster, malloc_note,
-                                    worker_malloc_env)
+    from globalflux.cluster import (CLUSTER_CONFIG, WORKER_MALLOC, _malloc_environ,
+                                    local_cluster, malloc_note, worker_malloc_env)
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a Nanny leaves its process
@@ -246,18 +246,24 @@ def test_local_cluster_workers_reuse_memory_and_dasks_default_is_named(monkeypat
     assert worker_malloc_env() == WORKER_MALLOC
     faults = {}
     try:
-        for name, malloc in (("globalflux", None), ("dask", bench.DASK_MALLOC)):
-            with local_cluster(1, 1, "1GiB", malloc=malloc) as lc, \
+        for name, kw in (("globalflux", {}), ("dask", {"malloc": bench.DASK_MALLOC,
+                                                        "config": {}})):
+            with local_cluster(1, 1, "1GiB", **kw) as lc, \
                     Client(lc, set_as_default=False) as c:
                 env = next(iter(c.run(_malloc_environ).values()))
                 faults[name] = next(iter(c.run(_refaults).values()))
                 note = malloc_note(c)
+                cfg = next(iter(c.run(_dask_config, list(CLUSTER_CONFIG)).values()))
             assert {k: os.environ.get(k) for k in WORKER_MALLOC} == before
             if name == "globalflux":
                 assert env == WORKER_MALLOC
                 assert note is None
+                assert cfg == CLUSTER_CONFIG  # the worker polls its monitors less
             else:
                 assert env == {"MALLOC_MMAP_THRESHOLD_": None, "MALLOC_TRIM_THRESHOLD_": "65536"}
+                assert cfg == {"distributed.worker.profile.interval": "10ms",
+                               "distributed.admin.tick.interval": "20ms",
+                               "distributed.admin.system-monitor.interval": "500ms"}
                 assert "MALLOC_TRIM_THRESHOLD_=65536" in note
                 assert "MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=67108864" in note
     finally:
@@ -265,12 +271,23 @@ def test_local_cluster_workers_reuse_memory_and_dasks_default_is_named(monkeypat
     assert faults["globalflux"] < 0.05 and faults["dask"] > 0.5, faults
 
 
-def test_users_own_malloc_config_is_passed_on():
+def _dask_config(keys):
+    """Runs on a worker (pickled by value): its Dask settings of ``keys``."""
     import dask
 
-    from globalflux.cluster import WORKER_MALLOC, worker_malloc_env
+    return {k: dask.config.get(k) for k in keys}
+
+
+def test_users_own_malloc_and_dask_config_are_passed_on():
+    import dask
+
+    from globalflux.cluster import CLUSTER_CONFIG, WORKER_MALLOC, cluster_config, worker_malloc_env
 
     assert worker_malloc_env() == WORKER_MALLOC
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": 2**20}):
         assert worker_malloc_env() == {"MALLOC_MMAP_THRESHOLD_": "1048576",
                                        "MALLOC_TRIM_THRESHOLD_": "65536"}
+    assert cluster_config() == CLUSTER_CONFIG
+    with dask.config.set({"distributed.worker.profile.interval": "5ms"}):  # the user's choice
+        assert "distributed.worker.profile.interval" not in cluster_config()
+        assert len(cluster_config()) == len(CLUSTER_CONFIG) - 1
