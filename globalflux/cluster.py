@@ -193,8 +193,8 @@ def _spawn_environ(env: Mapping[str, str]) -> Iterator[None]:
 #: the dashboard's profile, every event loop (scheduler, nannies, workers) wakes every 20 ms to
 #: check its own health, and the system monitors read psutil every 500 ms. With these values it
 #: used 3 %. On 2 cores that overhead is taken from the map: with two workers busy there is no
-#: spare core to absorb it (the 2 / 1 workers ratio of three bench runs went from 1.48-1.62 to
-#: 1.74-2.08). What stays: profiles (sampled every 100 ms instead of 10), the warning about a
+#: spare core to absorb it (the 2 / 1 workers ratio of ``bench_throughput`` went from 1.48 and
+#: 1.62 in two runs to 1.74-2.08 in three). What stays: profiles (sampled every 100 ms instead of 10), the warning about a
 #: blocked event loop (after 3 s, as before; checked every 0.5 s), the dashboard's system plots
 #: (every 2 s), and the memory monitor that pauses, spills and restarts workers (unchanged).
 #: A key the user's Dask config sets to something other than Dask's default is left to them.
