@@ -482,18 +482,12 @@ def _cluster(n_workers: int, memory: str = "3GiB", dask_defaults: bool = False):
 def _idle_cpu(client, seconds: float = 4.0) -> float:
     """CPU (fraction of one core) this process and its worker processes use while the cluster
     of ``client`` sits idle for ``seconds`` (scheduler, nannies and workers: Dask's monitors)."""
-    pids = set(client.run(os.getpid).values())
+    import psutil
+
+    procs = [psutil.Process()] + [psutil.Process(p) for p in client.run(os.getpid).values()]
 
     def cpu() -> float:
-        total = sum(os.times()[:2])
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            except OSError:  # not Linux: no per-process CPU here
-                return float("nan")
-        return total
+        return sum(t.user + t.system for t in (p.cpu_times() for p in procs))
 
     time.sleep(1.0)  # let start-up work settle
     a = cpu()
@@ -506,27 +500,39 @@ def _minor_faults() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
 
 
-def _map_forest(client, model, cols, cube_path, out, chunks) -> float:
-    """One map of the cube through the real path (map_cube's chunking, map_to_store); seconds."""
+def _faults(client) -> int:
+    """Minor page faults so far of this process (``client`` None) or of the client's workers."""
+    return _minor_faults() if client is None else sum(client.run(_minor_faults).values())
+
+
+def _timed_write(client, write, pieces, out: Path) -> float:
+    """Seconds of one ``write(client, pieces, out)`` (``map_to_store`` or
+    ``map_chains_to_store``): Dask's synchronous scheduler without a client, else on ``client``;
+    the store is removed before and after."""
     import dask
 
-    from .io.store import open_dataset
-    from .mapping import apply_to_cube, map_to_store, scatter_model
-
     shutil.rmtree(out, ignore_errors=True)
-    cube = open_dataset(cube_path, chunks=chunks)  # opened at the map blocks, as globalflux map
-    est = model if client is None else scatter_model(client, model)
-    rh = apply_to_cube(est, cube, cols, as_frame=False, name="rh")
     t = time.perf_counter()
     if client is None:
         with dask.config.set(scheduler="synchronous"):
-            map_to_store(None, {"rh": rh}, out, progress=False)
+            write(None, pieces, out, progress=False)
     else:
         with client.as_current():
-            map_to_store(client, {"rh": rh}, out, progress=False)
+            write(client, pieces, out, progress=False)
     dt = time.perf_counter() - t
     shutil.rmtree(out, ignore_errors=True)
     return dt
+
+
+def _map_forest(client, model, cols, cube_path, out, chunks) -> float:
+    """One map of the cube through the real path (map_cube's chunking, map_to_store); seconds."""
+    from .io.store import open_dataset
+    from .mapping import apply_to_cube, map_to_store, scatter_model
+
+    cube = open_dataset(cube_path, chunks=chunks)  # opened at the map blocks, as globalflux map
+    est = model if client is None else scatter_model(client, model)
+    rh = apply_to_cube(est, cube, cols, as_frame=False, name="rh")
+    return _timed_write(client, map_to_store, {"rh": rh}, out)
 
 
 def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
@@ -556,16 +562,13 @@ def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
         clusters[2] = _cluster(2)
         for _lc, c in clusters.values():
             _map_forest(c, model, cols, path, tmp / "tw.zarr", chunks)  # warm: compile, imports
+        runs = [("sync", None)] + [(n, c) for n, (_lc, c) in clusters.items()]
         for _ in range(rep):
-            f0 = _minor_faults()
-            t = _map_forest(None, model, cols, path, tmp / "ts.zarr", chunks)
-            faults["sync"] += (_minor_faults() - f0) / rep
-            times["sync"] = min(times.get("sync", t), t)
-            for n, (_, c) in clusters.items():
-                f0 = sum(c.run(_minor_faults).values())
-                t = _map_forest(c, model, cols, path, tmp / f"t{n}.zarr", chunks)
-                faults[n] += (sum(c.run(_minor_faults).values()) - f0) / rep
-                times[n] = min(times.get(n, t), t)
+            for key, c in runs:
+                f0 = _faults(c)
+                t = _map_forest(c, model, cols, path, tmp / f"t{key}.zarr", chunks)
+                faults[key] += (_faults(c) - f0) / rep
+                times[key] = min(times.get(key, t), t)
     finally:
         for lc, c in clusters.values():
             c.close()
@@ -575,11 +578,11 @@ def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
     try:
         idle["dask"] = _idle_cpu(c)
         _map_forest(c, model, cols, path, tmp / "tw.zarr", chunks)
-        f0 = sum(c.run(_minor_faults).values())
+        f0 = _faults(c)
         n_dask = min(rep, 3)
         times["dask"] = min(_map_forest(c, model, cols, path, tmp / "td.zarr", chunks)
                             for _ in range(n_dask))
-        faults["dask"] = (sum(c.run(_minor_faults).values()) - f0) / n_dask
+        faults["dask"] = (_faults(c) - f0) / n_dask
     finally:
         c.close()
         lc.close()
@@ -707,23 +710,11 @@ def bench_global_year_lstm(rows, weights, time_chunk: int = 122) -> None:
 
 
 def _lstm_map(client, weights, ds, out, time_chunk) -> float:
-    import dask
-
     from .mapping import apply_lstm_to_cube, map_chains_to_store, scatter_model
 
-    shutil.rmtree(out, ignore_errors=True)
     w = weights if client is None else scatter_model(client, weights)
     eff = apply_lstm_to_cube(w, ds, ["a", "b"], ["s"], time_chunk=time_chunk, name="efflux")
-    t = time.perf_counter()
-    if client is None:
-        with dask.config.set(scheduler="synchronous"):
-            map_chains_to_store(None, {"efflux": eff}, out, progress=False)
-    else:
-        with client.as_current():
-            map_chains_to_store(client, {"efflux": eff}, out, progress=False)
-    dt = time.perf_counter() - t
-    shutil.rmtree(out, ignore_errors=True)
-    return dt
+    return _timed_write(client, map_chains_to_store, {"efflux": eff}, out)
 
 
 def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:

@@ -887,8 +887,8 @@ def _batch_blocks(status: Any, n: int, max_graph_tasks: int) -> int:
     per_block, shared = _graph_growth(status)
     batch = max(1, min(n, int((max_graph_tasks - shared) // per_block)))
     if batch < n:
-        log.info("graph of %d tasks per block (fused): submitting %d batches of <= %d blocks",
-                 per_block, math.ceil(n / batch), batch)
+        log.info("graph of %d tasks per block (fused): at most %d of the %d blocks per "
+                 "submitted graph", per_block, batch, n)
     return batch
 
 
@@ -1039,7 +1039,6 @@ def map_to_store(
              len(done))
     if todo:
         batch = _batch_blocks(status, len(todo), max_graph_tasks)
-        nbatch = math.ceil(len(todo) / batch)
         bar = _Progress(len(todo), f"map {path.name}", enabled=progress)
         for start in range(0, len(todo), batch):
             part = batch_graph(status, todo[start:start + batch])
@@ -1560,8 +1559,7 @@ def map_chains_to_store(
              "in %d chains (%d done before)", len(names), path, layout.nblocks,
              "x".join(map(str, layout.chunks)), chain_dim, len(todo), len(chains), len(done))
     if todo:
-        per_block, shared = _graph_growth(status)  # fused tasks per block, shared ones
-        cap = max(1, int((max_graph_tasks - shared) // per_block))  # blocks per submission (whole chains)
+        cap = _batch_blocks(status, len(todo), max_graph_tasks)  # blocks per submission
         batches: list[list[tuple[int, ...]]] = [[]]
         for ch in chains:
             if batches[-1] and len(batches[-1]) + len(ch) > cap:

@@ -236,8 +236,14 @@ def test_local_cluster_workers_reuse_memory_and_dasks_default_is_named(monkeypat
     from distributed import Client
 
     from globalflux import bench
-    from globalflux.cluster import (CLUSTER_CONFIG, WORKER_MALLOC, _malloc_environ,
-                                    local_cluster, malloc_note, worker_malloc_env)
+    from globalflux.cluster import (
+        CLUSTER_CONFIG,
+        WORKER_MALLOC,
+        _malloc_environ,
+        local_cluster,
+        malloc_note,
+        worker_malloc_env,
+    )
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # as a Nanny leaves its process

@@ -28,6 +28,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from ..errors import DataError, InputFileError
+from .tables import file_sha256
 
 __all__ = ["SOURCES", "FileEntry", "DataCheck", "file_table", "dataset_checksums", "check_data",
            "cli_main"]
@@ -111,14 +112,6 @@ def dataset_checksums(table: list[FileEntry] | None = None) -> dict[str, str]:
     return {k: h.hexdigest() for k, h in out.items()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def check_data(path: str | Path, *, hashes: bool = True,
                progress: Callable[[int], None] | None = None) -> DataCheck:
     """Compare the folder ``path`` with the shipped table.
@@ -154,7 +147,7 @@ def check_data(path: str | Path, *, hashes: bool = True,
             wrong_size.append(e)
             continue
         if hashes:
-            digest = _sha256(f)
+            digest = file_sha256(f)
             if progress is not None:
                 progress(e.size)
             if digest != e.sha256:

@@ -77,6 +77,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..errors import ModelError
+from ..io.tables import file_sha256
 
 __all__ = ["FastForestRegressor", "make_forest", "select_num_leaves", "ENGINES",
            "COMPILED_RTOL", "compiled_cache_dir", "verify_cache_entry", "cpu_target",
@@ -167,14 +168,6 @@ def _cache_dir() -> Path:  # kept for callers of the old private name
     return compiled_cache_dir()
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_cache_entry(d: Path, key: str) -> str | None:
     """None when the cache entry ``key`` in ``d`` may be loaded; else why not.
 
@@ -197,7 +190,7 @@ def verify_cache_entry(d: Path, key: str) -> str | None:
     if not isinstance(meta, dict) or meta.get("key") != key:
         return f"{record.name} belongs to another model"
     for kind, p in files.items():
-        if meta.get(f"{kind}_sha256") != _sha256_file(p):
+        if meta.get(f"{kind}_sha256") != file_sha256(p):
             return f"{p.name} does not match its recorded checksum"
     return None
 
@@ -277,7 +270,7 @@ def _compile(model_str: str, prebuilt: tuple[dict[str, Any], bytes] | None = Non
             model = lleaves.Model(model_file=str(tmp_txt))
             model.compile(cache=str(tmp_so))  # writes the object file unless prebuilt
             os.chmod(tmp_so, 0o600)
-            meta = {"key": key, "txt_sha256": _sha256_file(tmp_txt), "so_sha256": _sha256_file(tmp_so),
+            meta = {"key": key, "txt_sha256": file_sha256(tmp_txt), "so_sha256": file_sha256(tmp_so),
                     "lleaves": getattr(lleaves, "__version__", "?")}
             tmp_rec = d / f".{key}.{tag}.json"
             fd = os.open(tmp_rec, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -56,7 +56,15 @@ from ..config.daily import DailyWorldConfig
 from ..cube import sin_doy
 from ..errors import DataError
 from ..grid import BBox, GridSpec
-from .synthetic import _blend, _land_mask, _smooth_noise, _write_crs, _zone_layout, synthetic_attrs
+from .synthetic import (
+    _blend,
+    _land_mask,
+    _place_sites,
+    _smooth_noise,
+    _write_crs,
+    _zone_layout,
+    synthetic_attrs,
+)
 
 __all__ = [
     "DailyWorld",
@@ -325,31 +333,11 @@ def make_daily_world(config: DailyWorldConfig | None = None, **overrides: Any) -
 
 def _sample_sites(rng, cfg: DailyWorldConfig, grid: GridSpec, zone, land, rs, days, proto):
     """Sites on land with contiguous, gappy daily records and log-normal noise."""
-    ny, nx = zone.shape
     T = len(days)
-    area = np.array([(zone == z).sum() for z in range(cfg.n_zones)], dtype=float)
-    want = np.maximum(cfg.min_sites_per_zone,
-                      np.round(cfg.n_sites * area / area.sum())).astype(int)
-    while want.sum() > cfg.n_sites and (want > cfg.min_sites_per_zone).any():
-        want[int(np.argmax(np.where(want > cfg.min_sites_per_zone, want, -1)))] -= 1
-    while want.sum() < cfg.n_sites:
-        want[int(np.argmax(area / want))] += 1
-    inner = np.zeros_like(land)
-    inner[2:-2, 2:-2] = True
-    picks = []
-    for z in range(cfg.n_zones):
-        cand = np.flatnonzero(((zone == z) & inner).ravel())
-        if cand.size < want[z]:
-            raise DataError(f"zone {z} has only {cand.size} pixels for {want[z]} sites",
-                            where="daily_world", fix="Use a bigger world or fewer sites.")
-        picks.append(rng.choice(cand, size=want[z], replace=False))
-    flat = np.concatenate(picks)
-    flat = flat[rng.permutation(flat.size)]
-    iy, ix = np.unravel_index(flat, (ny, nx))
-    n = flat.size
-    res = grid.resolution
-    lat = np.round(grid.y[iy] + rng.uniform(-0.45, 0.45, n) * res, 5)
-    lon = np.round(grid.x[ix] + rng.uniform(-0.45, 0.45, n) * res, 5)
+    iy, ix, lat, lon = _place_sites(rng, zone, land, grid, n_zones=cfg.n_zones,
+                                    n_sites=cfg.n_sites, min_per_zone=cfg.min_sites_per_zone,
+                                    where="daily_world")
+    n = iy.size
     ids = np.array([f"SYND-{k + 1:03d}" for k in range(n)], dtype=object)
     zs = zone[iy, ix]
     igbp = proto["igbp"].to_numpy()[zs].astype(object)

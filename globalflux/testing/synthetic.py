@@ -551,24 +551,22 @@ def _given_sites(points: pd.DataFrame, grid: GridSpec, land: np.ndarray):
     return (iyc[ok], ixc[ok], ids[ok], lat[ok], lon[ok], list(ids[~ok]))
 
 
-def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto,
-                  site_locations=None):
-    """Sites on land, uneven records, warm-season bias, log-normal noise -> (sites, long)."""
+def _place_sites(rng, zone, land, grid: GridSpec, *, n_zones: int, n_sites: int,
+                 min_per_zone: int, where: str):
+    """Site pixels and coordinates of a synthetic world -> ``(iy, ix, lat, lon)``.
+
+    Sites go to zones by area with a floor of ``min_per_zone``, on distinct pixels away from
+    the outermost two pixel rows/cols (extraction windows stay inside the world), in random
+    order; each site lies somewhere inside its pixel (not its centre), rounded like site
+    metadata. Shared by the 8-day world and the daily world (testing.daily)."""
     ny, nx = zone.shape
-    n_zones = cfg.n_zones
-    if site_locations is not None:
-        iy, ix, site_ids, lat, lon, dropped = _given_sites(site_locations, grid, land)
-        return _observe(rng, cfg, grid, zone, dem, tair, rh, starts, plen, proto,
-                        iy, ix, site_ids.astype(object), lat, lon, dropped)
-    # allocate sites to zones by area with a floor
     area = np.array([(zone == z).sum() for z in range(n_zones)], dtype=float)
-    want = np.maximum(cfg.min_sites_per_zone, np.round(cfg.n_sites * area / area.sum())).astype(int)
-    while want.sum() > cfg.n_sites and (want > cfg.min_sites_per_zone).any():
-        big = int(np.argmax(np.where(want > cfg.min_sites_per_zone, want, -1)))
+    want = np.maximum(min_per_zone, np.round(n_sites * area / area.sum())).astype(int)
+    while want.sum() > n_sites and (want > min_per_zone).any():
+        big = int(np.argmax(np.where(want > min_per_zone, want, -1)))
         want[big] -= 1
-    while want.sum() < cfg.n_sites:
+    while want.sum() < n_sites:
         want[int(np.argmax(area / want))] += 1
-    # sites avoid the outermost pixel rows/cols (extraction windows stay inside the world)
     inner = np.zeros_like(land)
     inner[2:-2, 2:-2] = True
     picks = []
@@ -576,16 +574,28 @@ def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto
         cand = np.flatnonzero(((zone == z) & inner).ravel())
         if cand.size < want[z]:
             raise DataError(f"zone {z} has only {cand.size} pixels for {want[z]} sites",
-                            where="synthetic", fix="Use a bigger world or fewer sites.")
+                            where=where, fix="Use a bigger world or fewer sites.")
         picks.append(rng.choice(cand, size=want[z], replace=False))
     flat = np.concatenate(picks)
     flat = flat[rng.permutation(flat.size)]
     iy, ix = np.unravel_index(flat, (ny, nx))
-    n_sites = flat.size
-    # coordinates: somewhere inside the pixel (not its centre), rounded like site metadata
     res = grid.resolution
-    lat = np.round(grid.y[iy] + rng.uniform(-0.45, 0.45, n_sites) * res, 5)
-    lon = np.round(grid.x[ix] + rng.uniform(-0.45, 0.45, n_sites) * res, 5)
+    lat = np.round(grid.y[iy] + rng.uniform(-0.45, 0.45, flat.size) * res, 5)
+    lon = np.round(grid.x[ix] + rng.uniform(-0.45, 0.45, flat.size) * res, 5)
+    return iy, ix, lat, lon
+
+
+def _sample_sites(rng, cfg, grid, zone, land, dem, tair, rh, starts, plen, proto,
+                  site_locations=None):
+    """Sites on land, uneven records, warm-season bias, log-normal noise -> (sites, long)."""
+    n_zones = cfg.n_zones
+    if site_locations is not None:
+        iy, ix, site_ids, lat, lon, dropped = _given_sites(site_locations, grid, land)
+        return _observe(rng, cfg, grid, zone, dem, tair, rh, starts, plen, proto,
+                        iy, ix, site_ids.astype(object), lat, lon, dropped)
+    iy, ix, lat, lon = _place_sites(rng, zone, land, grid, n_zones=n_zones, n_sites=cfg.n_sites,
+                                    min_per_zone=cfg.min_sites_per_zone, where="synthetic")
+    n_sites = iy.size
     site_ids = np.array([f"SYN-{k + 1:03d}" for k in range(n_sites)], dtype=object)
     return _observe(rng, cfg, grid, zone, dem, tair, rh, starts, plen, proto,
                     iy, ix, site_ids, lat, lon, [])
