@@ -94,6 +94,35 @@ def test_resume_checks(tmp_path):
     assert (path / MANIFEST_DIR / "manifest.json").is_file()
 
 
+def test_markers_of_a_killed_writer_are_swept_on_resume_and_finalize(tmp_path):
+    """A process killed between writing a block marker's temp file and ``os.replace`` leaves
+    ``.<block>.<pid>.tmp`` in the manifest: resume and finalize delete it, and it never counts as
+    a block (CI once found one left in a finished store)."""
+    path = tmp_path / "s.zarr"
+    lay, _ = prepare_store(path, template(), fingerprint="abc")
+    blocks = path / MANIFEST_DIR / "blocks"
+    (blocks / ".2.0.1.28711.tmp").write_text("")
+    (path / MANIFEST_DIR / ".manifest.json.28711.tmp").write_text("{")
+    assert completed_blocks(path) == set()
+    _, done = prepare_store(path, template(), fingerprint="abc", resume=True)
+    assert done == set()
+    assert sorted(p.name for p in (path / MANIFEST_DIR).rglob("*")) == ["blocks", "manifest.json"]
+    # and one left during the run that finishes the store (a worker killed and its task rerun)
+    for flat in range(lay.nblocks):
+        idx = lay.block_index(flat)
+        r = lay.region(idx)
+        write_block(path, lay, idx, {"v": np.ones((r["time"].stop - r["time"].start,
+                                                   r["y"].stop - r["y"].start,
+                                                   r["x"].stop - r["x"].start), "f4"),
+                                     "s": np.ones((r["y"].stop - r["y"].start,
+                                                   r["x"].stop - r["x"].start), "f4")})
+        if flat == 3:
+            (blocks / ".0.0.3.4242.tmp").write_text("")
+    finalize_store(path, lay)
+    assert not [p for p in (path / MANIFEST_DIR).rglob("*") if p.name.endswith(".tmp")]
+    assert len(completed_blocks(path)) == lay.nblocks
+
+
 def test_write_dataset_and_open_errors(tmp_path):
     ds = template().compute()
     write_dataset(ds, tmp_path / "a.zarr")

@@ -558,6 +558,27 @@ def _atomic_write_text(target: Path, text: str) -> None:
         pass
 
 
+_TMP_MARKER = re.compile(r"^\..+\.\d+\.tmp$")
+
+
+def _remove_stale_markers(path: Path) -> int:
+    """Delete the temporary files of :func:`_atomic_write_text` left in the manifest folder by a
+    killed writer (a process killed between writing and ``os.replace``); return how many.
+
+    Only called while no other writer can be at work on the store: when a run resumes it, and
+    when a run finalizes it (every block recorded).
+    """
+    n = 0
+    for d in (_manifest_dir(path), _manifest_dir(path) / "blocks"):
+        if not d.is_dir():
+            continue
+        for name in os.listdir(d):
+            if _TMP_MARKER.match(name):
+                (d / name).unlink(missing_ok=True)
+                n += 1
+    return n
+
+
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
     """The manifest header of a region-written store, or None when it has none."""
     f = _manifest_dir(Path(path)) / "manifest.json"
@@ -659,6 +680,7 @@ def prepare_store(
                              fix="Resume with the same recipe, or write to another --out.")
         for partial in path.rglob("*.partial"):  # temp files of a killed Zarr write
             partial.unlink(missing_ok=True)
+        _remove_stale_markers(path)
         return layout, completed_blocks(path)
 
     ds = cf_encode(template)
@@ -789,6 +811,7 @@ def finalize_store(path: str | Path, layout: StoreLayout,
     if missing > 0:
         raise StoreError(f"{missing} of {layout.nblocks} blocks are not written", where=str(path),
                          fix="Run again with --resume to finish the store.")
+    _remove_stale_markers(path)  # e.g. of a worker killed and restarted during this run
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         g = zarr.open_group(str(path), mode="r+")
