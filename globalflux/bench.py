@@ -570,7 +570,9 @@ def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
                 faults[key] += (_faults(c) - f0) / rep
                 times[key] = min(times.get(key, t), t)
     finally:
-        for lc, c in clusters.values():
+        # last opened, first closed: each LocalCluster restores the distributed log level it
+        # found, so closing the first one first lets the second one's close log at INFO
+        for lc, c in reversed(list(clusters.values())):
             c.close()
             lc.close()
     t_s = times["sync"]

@@ -317,8 +317,17 @@ def _configure_logging(*, quiet: bool, debug: bool) -> None:
     handler.addFilter(lambda record: getattr(record, "console", True))
     logger.addHandler(handler)
     logger.propagate = False
+    level = logging.INFO if debug else logging.WARNING
     for name in ("distributed", "dask", "tornado", "bokeh", "rasterio", "numexpr"):
-        logging.getLogger(name).setLevel(logging.INFO if debug else logging.WARNING)
+        logging.getLogger(name).setLevel(level)
+    # distributed sets its logger to its configured level (INFO) when it is first imported,
+    # which is usually after this: tell it through its own config (old-style "logging" mapping;
+    # a user's dictConfig-style logging config, with "version", is theirs and left alone)
+    import dask.config
+
+    cfg = dask.config.get("logging", default=None) or {}
+    if isinstance(cfg, dict) and "version" not in cfg:
+        dask.config.set({"logging": {**cfg, "distributed": logging.getLevelName(level).lower()}})
     from .progress import set_progress
 
     set_progress(False if quiet else None)  # --quiet: no progress bars either

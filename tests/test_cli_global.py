@@ -91,3 +91,21 @@ def test_query_time_python_api_overlap(tmp_path):
     store = _store(tmp_path)
     got = query(store, time="2020-06-17T12:00/2020-06-17T13:00", var="rh")
     assert got.sizes["time"] == 1
+
+
+@pytest.mark.parametrize("debug, expected", [(False, "30 30"), (True, "20 20")])
+def test_distributed_imported_after_the_cli_keeps_its_log_level(debug, expected):
+    """distributed sets its logger to INFO when first imported, usually after the CLI has set
+    up logging; without --debug it must stay at WARNING (two LocalClusters closed out of order
+    once printed their INFO close-down logs under --quiet)."""
+    import subprocess
+    import sys
+
+    code = ("from globalflux.cli import _configure_logging; import logging\n"
+            f"_configure_logging(quiet=True, debug={debug})\n"
+            "import distributed\n"
+            "print(logging.getLogger('distributed').getEffectiveLevel(),"
+            " logging.getLogger('distributed.scheduler').getEffectiveLevel())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split("\n")[-2]
+    assert out == expected

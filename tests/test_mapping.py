@@ -170,10 +170,16 @@ def test_graph_of_a_global_year_is_under_100k_tasks(forest):
 
 @pytest.mark.slow
 def test_bench_quick_prints_a_table_with_context(tmp_path, capsys):
+    import warnings
+
     from globalflux.cli import main
 
-    assert main(["--quiet", "bench", "--quick", "--out", str(tmp_path)]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["--quiet", "bench", "--quick", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
+    # no zarr warning about v3 consolidated metadata (write_dataset's is deliberate)
+    assert not [w for w in caught if "Consolidated metadata" in str(w.message)]
     assert "| benchmark | what | value | unit | notes |" in out
     for row in ("sklearn RF default (100 trees)", "fast forest lleaves", "ZoneClassifier.predict",
                 "predict_cube", "read predictor cube", "end-to-end / model-only",

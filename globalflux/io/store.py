@@ -301,7 +301,12 @@ def write_dataset(ds: xr.Dataset, path: str | Path, *, mode: str = "w-", compute
         if zarr_format == 2:
             ds[name].encoding.pop("fill_value", None)
     _use_fast_codec(ds, zarr_format)
-    return ds.to_zarr(path, mode=mode, consolidated=True, compute=compute, zarr_format=zarr_format)
+    with warnings.catch_warnings():
+        # v3 consolidated metadata is deliberate (one read opens the store; finalize_store
+        # consolidates too); zarr warns that the v3 spec does not define it yet
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata is currently not")
+        return ds.to_zarr(path, mode=mode, consolidated=True, compute=compute,
+                          zarr_format=zarr_format)
 
 
 def open_dataset(path: str | Path, *, chunks: Any = "auto", verify: bool = True) -> xr.Dataset:
