@@ -42,7 +42,6 @@ Functions are importable: :func:`run_suite` returns ``(table DataFrame, context 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -212,19 +211,12 @@ def bench_zoned_forest(rows, w, table, cols, *, quick: bool):
              "pixel-steps/s/core", zones=4, trees_per_zone=100, pixels=len(P))
 
 
-@contextlib.contextmanager
 def _lleaves_cache(folder: Path):
     """Within: lleaves compile cache at ``folder`` (GLOBALFLUX_LLEAVES_CACHE, inherited by worker
     processes started inside), so a row does not find another run's compiled forests."""
-    old = os.environ.get("GLOBALFLUX_LLEAVES_CACHE")
-    os.environ["GLOBALFLUX_LLEAVES_CACHE"] = str(folder)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("GLOBALFLUX_LLEAVES_CACHE", None)
-        else:
-            os.environ["GLOBALFLUX_LLEAVES_CACHE"] = old
+    from .cluster import patched_environ
+
+    return patched_environ({"GLOBALFLUX_LLEAVES_CACHE": str(folder)})
 
 
 def bench_cold_start(rows, w, table, cols, *, quick: bool, tmp: Path):
@@ -328,17 +320,21 @@ def _random_cube(nt: int, ny: int, nx: int, names, chunks, seed: int = 0):
                                     "x": np.arange(nx) * 0.01})
 
 
-def _write_cube(tmp: Path, nt, ny, nx, cols, chunks):
-    from .io.store import write_dataset
-
-    cube = _random_cube(nt, ny, nx, cols, chunks)
-    path = tmp / f"cube_{ny}x{nx}.zarr"
+def _store(ds, path: Path) -> float:
+    """Write ``ds`` to Zarr at ``path`` (replacing it) on Dask's synchronous scheduler; seconds."""
     import dask
+
+    from .io.store import write_dataset
 
     t = time.perf_counter()
     with dask.config.set(scheduler="synchronous"):
-        write_dataset(cube, path, mode="w")
-    return path, time.perf_counter() - t
+        write_dataset(ds, path, mode="w")
+    return time.perf_counter() - t
+
+
+def _write_cube(tmp: Path, nt, ny, nx, cols, chunks):
+    path = tmp / f"cube_{ny}x{nx}.zarr"
+    return path, _store(_random_cube(nt, ny, nx, cols, chunks), path)
 
 
 def bench_zarr_and_pipeline(rows, model, cols, *, quick: bool, tmp: Path, client=None):
@@ -465,6 +461,9 @@ GLOBAL_SHAPE = (43_200, 86_400)  # (y, x) of the 500 m sinusoidal grid
 
 #: the workers' malloc environment Dask's Nanny sets by default (the ablation rows of issue 15)
 DASK_MALLOC = {"MALLOC_TRIM_THRESHOLD_": "65536"}
+#: the note of those rows
+DASK_DEFAULTS_NOTE = ("MALLOC_TRIM_THRESHOLD_=65536 and Dask's monitor intervals: before "
+                      "cluster.WORKER_MALLOC and cluster.CLUSTER_CONFIG")
 
 
 def _cluster(n_workers: int, memory: str = "3GiB", dask_defaults: bool = False):
@@ -597,8 +596,7 @@ def bench_throughput(rows, model, cols, *, quick: bool, tmp: Path) -> float:
          blocks=blocks, threads=2, page_faults_per_map=pf[2])
     _row(rows, "throughput", "cluster 1 worker, Dask's defaults", cells / times["dask"],
          "pixel-steps/s", cube=cube, blocks=blocks, threads=1, page_faults_per_map=pf["dask"],
-         note="MALLOC_TRIM_THRESHOLD_=65536 and Dask's monitor intervals: before "
-         "cluster.WORKER_MALLOC and cluster.CLUSTER_CONFIG")
+         note=DASK_DEFAULTS_NOTE)
     _row(rows, "throughput", "cluster 1 worker / synchronous", t_s / times[1], "ratio",
          target=">= 0.8")
     _row(rows, "throughput", "cluster 2 / 1 workers", times[1] / times[2], "ratio",
@@ -724,10 +722,9 @@ def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:
     across time chunks) on one driver cube read from Zarr, as ``globalflux map`` reads it:
     synchronous, 1 and 2 workers. Returns the 1-worker rate (pixel-steps/s) and the LSTM's
     weights."""
-    import dask
     import xarray as xr
 
-    from .io.store import open_dataset, write_dataset
+    from .io.store import open_dataset
     from .models.lstm import LSTMRegressor
 
     rng = np.random.default_rng(0)
@@ -744,8 +741,7 @@ def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:
     # 8 spatial blocks (4 chains per worker with 2), 3 time chunks each; stored, so a task reads
     # its drivers from disk instead of carrying them in the graph
     path = tmp / "drivers.zarr"
-    with dask.config.set(scheduler="synchronous"):
-        write_dataset(ds.chunk({"time": tc, "y": ny // 2, "x": nx // 4}), path, mode="w")
+    _store(ds.chunk({"time": tc, "y": ny // 2, "x": nx // 4}), path)
     ds = open_dataset(path, chunks={})
     cells = nt * ny * nx
     weights = m.weights()
@@ -766,8 +762,7 @@ def bench_lstm_map(rows, *, quick: bool, tmp: Path) -> tuple[float, Any]:
     _row(rows, "LSTM map", "cluster 1 worker", cells / times[1], "pixel-steps/s", cube=cube)
     _row(rows, "LSTM map", "cluster 2 workers", cells / times[2], "pixel-steps/s", cube=cube)
     _row(rows, "LSTM map", "cluster 1 worker, Dask's defaults", cells / times["dask"],
-         "pixel-steps/s", cube=cube, note="MALLOC_TRIM_THRESHOLD_=65536 and Dask's monitor "
-         "intervals: before cluster.WORKER_MALLOC and cluster.CLUSTER_CONFIG")
+         "pixel-steps/s", cube=cube, note=DASK_DEFAULTS_NOTE)
     _row(rows, "LSTM map", "cluster 1 worker / synchronous", t_s / times[1], "ratio")
     _row(rows, "LSTM map", "cluster 2 / 1 workers", times[1] / times[2], "ratio")
     return cells / times[1], weights

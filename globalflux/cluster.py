@@ -36,7 +36,7 @@ from .errors import SchedulerError
 
 __all__ = ["connect", "describe", "check_address", "probe", "dashboard_address", "DEFAULT_TIMEOUT",
            "local_cluster", "WORKER_MALLOC", "worker_malloc_env", "malloc_note", "CLUSTER_CONFIG",
-           "cluster_config"]
+           "cluster_config", "patched_environ"]
 
 log = logging.getLogger("globalflux")
 
@@ -157,6 +157,26 @@ def worker_malloc_env() -> dict[str, str]:
 
 
 @contextlib.contextmanager
+def patched_environ(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Within: this process's environment has ``values`` (None removes the variable), which
+    processes started inside inherit; the variables are put back as they were afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+
+    def put(items) -> None:
+        for k, v in items:
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = str(v)
+
+    put(values.items())
+    try:
+        yield
+    finally:
+        put(saved.items())
+
+
+@contextlib.contextmanager
 def _spawn_environ(env: Mapping[str, str]) -> Iterator[None]:
     """Within: Nannies created here spawn workers with exactly ``env`` as their ``MALLOC_*``.
 
@@ -169,21 +189,9 @@ def _spawn_environ(env: Mapping[str, str]) -> Iterator[None]:
     cfg = {k: v for k, v in (dask.config.get("distributed.nanny.pre-spawn-environ",
                                              default={}) or {}).items()
            if k not in _MALLOC_KEYS}
-    saved = {k: os.environ.get(k) for k in _MALLOC_KEYS}
-    try:
-        for k in _MALLOC_KEYS:
-            if k in env:
-                os.environ[k] = str(env[k])
-            else:
-                os.environ.pop(k, None)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": {**cfg, **env}}):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with patched_environ({k: env.get(k) for k in _MALLOC_KEYS}), \
+            dask.config.set({"distributed.nanny.pre-spawn-environ": {**cfg, **env}}):
+        yield
 
 
 #: Dask settings of the LocalCluster globalflux starts (issue 15): its own monitors poll less.

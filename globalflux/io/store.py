@@ -566,9 +566,9 @@ def _atomic_write_text(target: Path, text: str) -> None:
 _TMP_MARKER = re.compile(r"^\..+\.\d+\.tmp$")
 
 
-def _remove_stale_markers(path: Path) -> int:
+def _remove_stale_markers(path: Path) -> None:
     """Delete the temporary files of :func:`_atomic_write_text` left in the manifest folder by a
-    killed writer (a process killed between writing and ``os.replace``); return how many.
+    killed writer (a process killed between writing and ``os.replace``).
 
     Only called while no other writer can be at work on the store: when a run resumes it, and
     when a run finalizes it (every block recorded).
@@ -581,7 +581,9 @@ def _remove_stale_markers(path: Path) -> int:
             if _TMP_MARKER.match(name):
                 (d / name).unlink(missing_ok=True)
                 n += 1
-    return n
+    if n:
+        logging.getLogger("globalflux").info(
+            "%s: removed %d temporary manifest file(s) of a killed writer", path, n)
 
 
 def read_manifest(path: str | Path) -> dict[str, Any] | None:
